@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs this stack's node exporter on its own port: the pinned release, SHA-256 verified,
+# under a hardened systemd unit; the textfile collector directory carries the runner metrics.
+# Inputs: HOST_NAME EXPORTER_VERSION EXPORTER_URL EXPORTER_SHA256 EXPORTER_DIR TEXTFILE_DIR
+#         PORT UNIT UNIT_CONTENT
+set -euo pipefail
+: "${HOST_NAME:?}" "${EXPORTER_VERSION:?}" "${EXPORTER_URL:?}" "${EXPORTER_SHA256:?}" "${EXPORTER_DIR:?}"
+: "${TEXTFILE_DIR:?}" "${PORT:?}" "${UNIT:?}" "${UNIT_CONTENT:?}"
+# @include lib.sh
+
+release_dir="$EXPORTER_DIR/$EXPORTER_VERSION"
+binary="$release_dir/node_exporter"
+marker="$release_dir/.runner-fleet-release"
+changed=false
+if [[ ! -x "$binary" || ! -f "$marker" || "$(cat "$marker")" != "$EXPORTER_SHA256" ]]; then
+  download=$(mktemp -d)
+  trap 'rm -rf -- "$download"' EXIT
+  say "$HOST_NAME: downloading node exporter $EXPORTER_VERSION from $EXPORTER_URL"
+  timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$download/exporter.tar.gz" "$EXPORTER_URL"
+  got=$(sha256sum "$download/exporter.tar.gz" | cut -d' ' -f1)
+  [[ "$got" == "$EXPORTER_SHA256" ]] ||
+    die "$HOST_NAME: checksum mismatch for $EXPORTER_URL: expected $EXPORTER_SHA256, got $got; nothing was installed"
+  tar -xzf "$download/exporter.tar.gz" -C "$download" --no-same-owner --strip-components=1
+  install -d -m 0755 "$release_dir"
+  install -m 0755 "$download/node_exporter" "$binary.tmp"
+  mv -f "$binary.tmp" "$binary"
+  printf '%s\n' "$EXPORTER_SHA256" >"$marker"
+  changed=true
+fi
+install -d -m 0755 "$TEXTFILE_DIR"
+
+if write_if_changed "/etc/systemd/system/$UNIT" 0644 "$UNIT_CONTENT"; then
+  systemctl daemon-reload
+  changed=true
+fi
+systemctl enable --quiet "$UNIT"
+if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
+  if ! systemctl is-active --quiet "$UNIT" && curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/" 2>/dev/null; then
+    die "$HOST_NAME: port $PORT is already in use by another program (hosts[].exporterPort)"
+  fi
+  systemctl restart "$UNIT"
+fi
+
+for _ in $(seq 1 30); do
+  if curl -fsS --max-time 3 "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep -q '^node_exporter_build_info'; then
+    # Older releases of this stack's exporter are no longer referenced by the unit.
+    find "$EXPORTER_DIR" -mindepth 1 -maxdepth 1 -type d ! -name "$EXPORTER_VERSION" -exec rm -rf -- {} +
+    say "$HOST_NAME: node exporter $EXPORTER_VERSION serving on :$PORT ($UNIT)"
+    exit 0
+  fi
+  sleep 1
+done
+echo "runner-fleet: $HOST_NAME: node exporter is not answering on :$PORT after 30 s" >&2
+journalctl -u "$UNIT" -n 20 --no-pager >&2 || true
+exit 1

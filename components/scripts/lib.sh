@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# Helpers included (by the renderer, at the '# @include lib.sh' line) into every bash script.
+
+say() { printf 'runner-fleet: %s\n' "$*"; }
+die() { printf 'runner-fleet: %s\n' "$*" >&2; exit 1; }
+
+# write_if_changed PATH MODE CONTENT: atomic replace; returns 0 if the file changed, 1 if not.
+write_if_changed() {
+  local path=$1 mode=$2 content=$3
+  # Both sides through $(...), so trailing newlines never count as a change.
+  if [[ -f "$path" ]] && [[ "$(cat "$path")" == "$(printf '%s' "$content")" ]]; then
+    return 1
+  fi
+  install -d -m 0755 "$(dirname "$path")"
+  printf '%s\n' "$content" >"$path.runner-fleet.tmp"
+  chmod "$mode" "$path.runner-fleet.tmp"
+  mv -f "$path.runner-fleet.tmp" "$path"
+  return 0
+}
+
+# read_secret: the GitHub credential arrives as the first line of stdin, never in argv or env.
+read_secret() {
+  GITHUB_TOKEN=""
+  IFS= read -r GITHUB_TOKEN || true
+  [[ -n "$GITHUB_TOKEN" ]] || die "no GitHub credential on stdin"
+}
+
+# github_api METHOD PATH [JSON]: sets API_STATUS and API_BODY (globals the caller reads). The token reaches curl through a
+# file descriptor, so it never appears in a process listing.
+# shellcheck disable=SC2034
+github_api() {
+  local method=$1 path=$2 data=${3:-} body
+  body=$(mktemp)
+  local args=(-sS -o "$body" -w '%{http_code}' -X "$method" --connect-timeout 20 --max-time 60
+    -H 'Accept: application/vnd.github+json' -H 'X-GitHub-Api-Version: 2022-11-28')
+  if [[ -n "$data" ]]; then
+    args+=(-H 'Content-Type: application/json' --data "$data")
+  fi
+  API_STATUS=$(curl "${args[@]}" -H @<(printf 'Authorization: Bearer %s\n' "$GITHUB_TOKEN") \
+    "$API_URL/$path") || API_STATUS=000
+  API_BODY=$(cat "$body")
+  rm -f "$body"
+}
+
+# runner_field FILE KEY: a scalar from the runner's .runner JSON (it starts with a UTF-8 BOM).
+runner_field() {
+  sed -e '1s/^\xEF\xBB\xBF//' "$1" | tr -d '\n' |
+    grep -o -i "\"$2\"[[:space:]]*:[[:space:]]*\(\"[^\"]*\"\|[0-9]*\)" | head -n1 |
+    sed -e 's/^[^:]*:[[:space:]]*//' -e 's/^"//' -e 's/"$//'
+}
+
+# newest_diag_log DIR: the runner's current listener log.
+newest_diag_log() {
+  find "$1/_diag" -maxdepth 1 -name 'Runner_*.log' -printf '%T@ %p\n' 2>/dev/null |
+    sort -n | tail -n1 | cut -d' ' -f2-
+}
+
+# runner_reports_online DIR: 0 when the runner's own log says it is connected and listening.
+runner_reports_online() {
+  local log last
+  log=$(newest_diag_log "$1")
+  [[ -n "$log" ]] || return 1
+  last=$(grep -E 'Listening for Jobs|Runner reconnected|Running job:|completed with result|Runner connect error' "$log" | tail -n1)
+  [[ -n "$last" && "$last" != *"Runner connect error"* ]]
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs (or upgrades) the pinned actions/runner release into the runner's directory.
+# The tarball is SHA-256 verified before anything is extracted; a marker written last makes a
+# re-run after a kill start over cleanly, and makes an unchanged re-run a no-op.
+# Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER RUNNER_VERSION RUNNER_URL RUNNER_SHA256
+set -euo pipefail
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${RUNNER_VERSION:?}" "${RUNNER_URL:?}" "${RUNNER_SHA256:?}"
+
+marker="$RUNNER_DIR/.runner-fleet-release"
+want="$RUNNER_VERSION $RUNNER_SHA256"
+if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
+  echo "runner-fleet: $RUNNER_NAME: runner $RUNNER_VERSION already installed"
+  exit 0
+fi
+
+download="$RUNNER_DIR.download"
+rm -rf -- "$download"
+install -d -m 0700 -o root -g root "$download"
+trap 'rm -rf -- "$download"' EXIT
+tarball="$download/runner.tar.gz"
+echo "runner-fleet: $RUNNER_NAME: downloading runner $RUNNER_VERSION from $RUNNER_URL"
+timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$tarball" "$RUNNER_URL"
+got=$(sha256sum "$tarball" | cut -d' ' -f1)
+if [[ "$got" != "$RUNNER_SHA256" ]]; then
+  echo "runner-fleet: $RUNNER_NAME: checksum mismatch for $RUNNER_URL: expected $RUNNER_SHA256, got $got; nothing was installed" >&2
+  exit 1
+fi
+
+# An upgrade replaces files under a running service: stop it, and start it again afterwards.
+unit=""
+if [[ -f "$RUNNER_DIR/.service" ]]; then
+  unit=$(cat "$RUNNER_DIR/.service")
+fi
+restart=false
+if [[ -n "$unit" ]] && systemctl is-active --quiet "$unit"; then
+  echo "runner-fleet: $RUNNER_NAME: stopping $unit for the upgrade"
+  timeout 330 systemctl stop "$unit"
+  restart=true
+fi
+
+install -d -m 0750 -o "$RUNNER_USER" -g "$RUNNER_USER" "$RUNNER_DIR"
+tar -xzf "$tarball" -C "$RUNNER_DIR" --no-same-owner
+chown -R "$RUNNER_USER:$RUNNER_USER" "$RUNNER_DIR"
+printf '%s\n' "$want" >"$marker.tmp"
+mv -f "$marker.tmp" "$marker"
+
+if [[ "$restart" == true ]]; then
+  systemctl start "$unit"
+fi
+echo "runner-fleet: $RUNNER_NAME: runner $RUNNER_VERSION installed in $RUNNER_DIR"

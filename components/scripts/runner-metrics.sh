@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runner metrics for the node exporter's textfile collector, run every 15 s by a systemd timer.
+# One gauge per runner and metric, so a runner whose service vanished still shows up as 0.
+# "online" and "busy" are what the runner itself reports in its listener log.
+# Arguments: CONF_DIR TEXTFILE_DIR
+set -euo pipefail
+# @include lib.sh
+conf_dir=${1:?conf dir}
+textfile_dir=${2:?textfile dir}
+out="$textfile_dir/runner-fleet-runners.prom"
+
+escape() { local v=${1//\\/\\\\}; v=${v//\"/\\\"}; printf '%s' "${v//$'\n'/\\n}"; }
+
+declare -a names=() active=() online=() busy=() info=()
+shopt -s nullglob
+for conf in "$conf_dir"/*.conf; do
+  name="" dir="" unit="" version="" labels=""
+  while IFS='=' read -r key value; do
+    case "$key" in
+      name) name=$value ;; dir) dir=$value ;; unit) unit=$value ;;
+      version) version=$value ;; labels) labels=$value ;;
+    esac
+  done <"$conf"
+  [[ -n "$name" && -n "$dir" && -n "$unit" ]] || continue
+  a=0 o=0 b=0
+  if systemctl is-active --quiet "$unit"; then
+    a=1
+    runner_reports_online "$dir" && o=1
+    log=$(newest_diag_log "$dir")
+    if [[ -n "$log" ]]; then
+      last_job=$(grep -E 'Running job:|completed with result|Listening for Jobs' "$log" | tail -n1 || true)
+      [[ "$last_job" == *"Running job:"* ]] && b=1
+    fi
+  fi
+  n=$(escape "$name")
+  names+=("$n") active+=("$a") online+=("$o") busy+=("$b")
+  info+=("runner=\"$n\",version=\"$(escape "$version")\",labels=\"$(escape "$labels")\",unit=\"$(escape "$unit")\"")
+done
+
+{
+  echo '# HELP github_runner_service_active Whether the runner'"'"'s systemd service is active (1) or not (0).'
+  echo '# TYPE github_runner_service_active gauge'
+  for i in "${!names[@]}"; do echo "github_runner_service_active{runner=\"${names[$i]}\"} ${active[$i]}"; done
+  echo '# HELP github_runner_online Whether the runner reports itself connected to GitHub and listening (1) or not (0).'
+  echo '# TYPE github_runner_online gauge'
+  for i in "${!names[@]}"; do echo "github_runner_online{runner=\"${names[$i]}\"} ${online[$i]}"; done
+  echo '# HELP github_runner_busy Whether the runner reports a job in progress (1) or not (0).'
+  echo '# TYPE github_runner_busy gauge'
+  for i in "${!names[@]}"; do echo "github_runner_busy{runner=\"${names[$i]}\"} ${busy[$i]}"; done
+  echo '# HELP github_runner_info Runner metadata (name, version, labels, unit); always 1.'
+  echo '# TYPE github_runner_info gauge'
+  for i in "${!names[@]}"; do echo "github_runner_info{${info[$i]}} 1"; done
+  echo '# HELP github_runner_metrics_last_run_timestamp_seconds When the runner metrics were last collected.'
+  echo '# TYPE github_runner_metrics_last_run_timestamp_seconds gauge'
+  echo "github_runner_metrics_last_run_timestamp_seconds $(date +%s)"
+} >"$out.tmp"
+mv -f "$out.tmp" "$out"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Deletes the runner's directory (after its service and registration are gone).
+# Inputs: RUNNER_NAME RUNNER_DIR INSTALL_ROOT
+set -euo pipefail
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${INSTALL_ROOT:?}"
+
+case "$RUNNER_DIR" in
+  "$INSTALL_ROOT"/runners/?*) ;;
+  *) echo "runner-fleet: refusing to delete $RUNNER_DIR: not under $INSTALL_ROOT/runners" >&2; exit 1 ;;
+esac
+rm -rf -- "$RUNNER_DIR" "$RUNNER_DIR.download"
+echo "runner-fleet: $RUNNER_NAME: removed $RUNNER_DIR"
