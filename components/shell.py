@@ -18,6 +18,7 @@ _VAR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 INCLUDE = "# @include lib.sh\n"
+END_OF_INPUTS = "# runner-fleet: end of inputs"
 
 
 @cache
@@ -30,8 +31,11 @@ def script_text(name: str) -> str:
 
 
 def render(name: str, variables: dict[str, str | int | bool]) -> str:
-    """The script `name` with its variables assigned at the top."""
-    lines = [f"# runner-fleet {name}"]
+    """The script `name` with its inputs assigned right after its shebang."""
+    text = script_text(name)
+    shebang, _, body = text.partition("\n") if text.startswith("#!") else ("", "", text)
+    lines = [shebang] if shebang else []
+    lines.append(f"# runner-fleet {name}: inputs")
     for key in sorted(variables):
         if not _VAR_RE.match(key):
             raise ValueError(f"bad script variable name {key!r}")
@@ -39,7 +43,8 @@ def render(name: str, variables: dict[str, str | int | bool]) -> str:
         if isinstance(value, bool):
             value = "true" if value else "false"
         lines.append(f"{key}={shlex.quote(str(value))}")
-    return "\n".join(lines) + "\n" + script_text(name)
+    lines.append(END_OF_INPUTS)
+    return "\n".join(lines) + "\n" + body
 
 
 def command(name: str, variables: dict[str, str | int | bool], *, sudo: bool = True) -> str:

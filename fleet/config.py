@@ -316,7 +316,7 @@ class HostSpec(_Model):
     exporter_port: Port
     runner_user: UnixUser | None = None
     min_disk_mb: int = Field(default=2048, ge=0)
-    runners: tuple[RunnerSpec, ...] = Field(min_length=1)
+    runners: tuple[RunnerSpec, ...]
 
 
 class PrometheusSpec(_Model):
@@ -383,6 +383,8 @@ def _pydantic_problems(key: str, exc: ValidationError) -> list[tuple[str, str]]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "is required"
+            if loc and loc[-1] == "hostKey":
+                msg = "is required: pin the machine's SSH host key (README: ssh-keyscan -t ed25519 ADDRESS)"
         elif err["type"] == "extra_forbidden":
             msg = "is not a known key (typo?)"
         elif err["type"] == "literal_error":
@@ -464,7 +466,9 @@ def load(stack: str | None = None) -> FleetConfig:
             return None
 
     github = parse("github", TypeAdapter(GitHubSettings), values["github"])
-    hosts = parse("hosts", TypeAdapter(Annotated[tuple[HostSpec, ...], Field(min_length=1)]), values["hosts"])
+    hosts = parse("hosts", TypeAdapter(tuple[HostSpec, ...]), values["hosts"])
+    if hosts == ():
+        problems.append((_path("hosts"), "must list at least one host"))
     prometheus = parse("prometheus", TypeAdapter(PrometheusSpec), values["prometheus"])
     runner = parse("runner", TypeAdapter(Artifact), runner_raw)
     exporter = parse("exporter", TypeAdapter(Artifact), exporter_raw)
@@ -579,6 +583,8 @@ def _semantic_problems(values: dict[str, Any], stack: str) -> list[tuple[str, st
                     )
         if host.get("runnerUser") is None and not _USER_RE.match(default_runner_user(stack)):
             problems.append((_path("hosts", (i, "runnerUser")), "is required: the stack name gives no valid user name"))
+        if host.get("runners") == []:
+            problems.append((_path("hosts", (i, "runners")), "must list at least one runner"))
         for j, spec in _items(host.get("runners")):
             rname = spec.get("name")
             if isinstance(rname, str):

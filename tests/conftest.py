@@ -159,6 +159,7 @@ def run_program(config: dict[str, Any], stack: str, *, token_prefix: str = "AAAA
     monitor = RecordingMonitor(mocks)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
+    pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource named after this stack
     pulumi.runtime.set_mocks(mocks, project="runner-fleet", stack=stack, preview=False, monitor=monitor)
     flat = {
         f"runner-fleet:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()

@@ -1,0 +1,328 @@
+"""The remote scripts as text and as programs: shellcheck, the rendered Prometheus files through
+promtool, and the Prometheus and metrics scripts executed locally against stub commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components import shell
+from components.exporter import collector_units_content, exporter_unit_content
+from components.prometheus_targets import ScrapeTarget, job_block, targets_json
+from tests.conftest import completed_stack_config, run_program, unwrap
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
+needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+
+
+@needs_shellcheck
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_passes_shellcheck_as_rendered(name, tmp_path):
+    """Rendered = lib.sh pasted in and inputs assigned: exactly what runs on the host."""
+    rendered = tmp_path / name
+    rendered.write_text(shell.render(name, {}) if name != "lib.sh" else shell.script_text(name))
+    dialect = "sh" if name == "preflight.sh" else "bash"
+    result = subprocess.run(
+        ["shellcheck", "-S", "warning", "-s", dialect, str(rendered)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_rendering_quotes_every_value():
+    text = shell.render("runner-uninstall.sh", {"RUNNER_NAME": "a'b $(x)", "RUNNER_DIR": "/x y", "INSTALL_ROOT": "/"})
+    assert text.startswith("#!/usr/bin/env bash\n# runner-fleet runner-uninstall.sh: inputs\n")
+    assert "RUNNER_NAME='a'\"'\"'b $(x)'\n" in text
+    assert "RUNNER_DIR='/x y'\n" in text
+    with pytest.raises(ValueError):
+        shell.render("runner-uninstall.sh", {"bad name": "x"})
+
+
+def test_command_text_runs_the_script_through_sudo_bash(tmp_path):
+    """The exact form pulumi-command hands to the login shell; run it with a stub sudo."""
+    stub = tmp_path / "sudo"
+    stub.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
+    stub.chmod(0o755)
+    text = shell.command("runner-uninstall.sh", {"RUNNER_NAME": "r1", "RUNNER_DIR": "/nowhere", "INSTALL_ROOT": "/x"})
+    assert text.startswith("sudo -n /bin/bash -c '")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 1
+    assert "refusing to delete /nowhere: not under /x/runners" in result.stderr
+
+
+def test_target_file_is_exact():
+    content = targets_json(
+        "production",
+        [
+            ScrapeTarget("192.168.0.51:9101", "dell-r640-01-runner", "secondary", ("dell-r640-01-runner",)),
+            ScrapeTarget("192.168.0.13:9102", "Serotonin-paws360", "primary", ("Serotonin-paws360",)),
+        ],
+    )
+    assert json.loads(content) == [
+        {
+            "labels": {
+                "environment": "production",
+                "host": "Serotonin-paws360",
+                "role": "primary",
+                "runners": "Serotonin-paws360",
+            },
+            "targets": ["192.168.0.13:9102"],
+        },
+        {
+            "labels": {
+                "environment": "production",
+                "host": "dell-r640-01-runner",
+                "role": "secondary",
+                "runners": "dell-r640-01-runner",
+            },
+            "targets": ["192.168.0.51:9101"],
+        },
+    ]
+
+
+def test_program_renders_that_target_file_into_its_command():
+    run = run_program(completed_stack_config("staging"), "staging")
+    create = unwrap(run.by_name("prometheus-target-file").inputs)["create"]
+    assert "TARGET_FILE=runner-fleet-staging.json" in create
+    assert "EXPECT=192.168.0.51:9103" in create
+    assert '\\"environment\\": \\"staging\\"' in json.dumps(create) or '"environment": "staging"' in create
+
+
+@needs_promtool
+def test_rendered_target_file_and_job_pass_promtool(tmp_path):
+    targets_dir = tmp_path / "runner-fleet"
+    targets_dir.mkdir()
+    for stack in ("production", "staging"):
+        run = run_program(completed_stack_config(stack), stack)
+        create = unwrap(run.by_name("prometheus-target-file").inputs)["create"]
+        content = _assigned(create, "TARGETS_JSON")
+        (targets_dir / f"runner-fleet-{stack}.json").write_text(content + "\n")
+    config = tmp_path / "prometheus.yml"
+    block = job_block("github-runner-health", str(targets_dir), "15s")
+    config.write_text("scrape_configs:\n" + "\n".join("  " + line for line in block.splitlines()) + "\n")
+    result = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # promtool really reads the target files: a broken one fails the same check.
+    (targets_dir / "runner-fleet-staging.json").write_text('[{"targets": "not-a-list"}]')
+    broken = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False)
+    assert broken.returncode != 0 and "checking SD file" in broken.stdout + broken.stderr
+
+
+def _assigned(script: str, var: str) -> str:
+    """The value a rendered script assigns to `var`, as the shell sees it."""
+    if script.startswith("sudo -n /bin/bash -c "):
+        script = shlex.split(script)[4]  # the command text pulumi-command runs: unwrap it
+    header = script.split(shell.END_OF_INPUTS, 1)[0]
+    out = subprocess.run(["bash", "-c", f'{header}\nprintf %s "${var}"'], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def _stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def prometheus_host(tmp_path):
+    """A fake monitoring host: real promtool, stub systemctl/curl that emulate a reload."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "reloads").write_text("0")
+    _stub(
+        bin_dir,
+        "systemctl",
+        f'echo "$*" >>{state}/systemctl.log\n'
+        f'if [ "$1" = reload ]; then n=$(cat {state}/reloads); echo $((n + 1)) >{state}/reloads; fi\n',
+    )
+    _stub(
+        bin_dir,
+        "curl",
+        "for a; do url=$a; done\n"
+        'case "$url" in\n'
+        f'  */metrics) echo "prometheus_config_last_reload_successful 1";'
+        f' echo "prometheus_config_last_reload_success_timestamp_seconds $(cat {state}/reloads)" ;;\n'
+        f"  */api/v1/targets*) cat {state}/targets.json 2>/dev/null ;;\n"
+        "esac\n",
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return tmp_path, state, env
+
+
+def _run_job_script(tmp_path: Path, env: dict, config: Path, manage: bool = True) -> subprocess.CompletedProcess:
+    variables = {
+        "CONFIG_PATH": str(config),
+        "TARGETS_DIR": str(tmp_path / "targets"),
+        "JOB_NAME": "github-runner-health",
+        "JOB_BLOCK": job_block("github-runner-health", str(tmp_path / "targets"), "15s"),
+        "MANAGE_CONFIG": manage,
+        "SERVICE": "prometheus",
+        "PROMTOOL": "promtool",
+        "PROM_URL": "http://127.0.0.1:9090",
+    }
+    return subprocess.run(
+        ["bash", "-c", shell.render("prometheus-job.sh", variables)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+@needs_promtool
+@pytest.mark.parametrize("fixture", ["fixture", "debian-default"])
+def test_job_is_inserted_without_disturbing_the_rest(prometheus_host, fixture):
+    tmp_path, state, env = prometheus_host
+    source = FIXTURES / "prometheus.yml" if fixture == "fixture" else Path("/etc/prometheus/prometheus.yml")
+    if not source.exists():
+        pytest.skip("Debian's prometheus.yml is not installed")
+    config = tmp_path / "prometheus.yml"
+    shutil.copy(source, config)
+    original = config.read_text().splitlines()
+
+    result = _run_job_script(tmp_path, env, config)
+    assert result.returncode == 0, result.stderr
+    new = config.read_text().splitlines()
+    # Only additions: every original line is still there, in order.
+    it = iter(new)
+    assert all(line in it for line in original)
+    added = [line for line in new if line not in original]
+    assert any("- job_name: github-runner-health" in line for line in added)
+    assert (state / "reloads").read_text().strip() == "1"
+    check = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    again = _run_job_script(tmp_path, env, config)
+    assert again.returncode == 0 and "present" in again.stdout
+    assert config.read_text().splitlines() == new
+    assert (state / "reloads").read_text().strip() == "1"  # no second reload
+
+
+@needs_promtool
+def test_rejected_config_leaves_everything_untouched(prometheus_host):
+    tmp_path, state, env = prometheus_host
+    config = tmp_path / "prometheus.yml"
+    config.write_text("scrape_configs:\n  - job_name: broken\n    scrape_interval: notaduration\n")
+    before = config.read_text()
+    result = _run_job_script(tmp_path, env, config)
+    assert result.returncode == 1
+    assert "promtool rejected the configuration" in result.stderr
+    assert "notaduration" in result.stderr  # promtool's own message reaches the user
+    assert config.read_text() == before
+    assert (state / "reloads").read_text().strip() == "0"
+    assert not list(tmp_path.glob(".prometheus.yml*"))
+
+
+def test_unmanaged_config_is_only_checked(prometheus_host):
+    tmp_path, state, env = prometheus_host
+    config = tmp_path / "prometheus.yml"
+    shutil.copy(FIXTURES / "prometheus.yml", config)
+    before = config.read_text()
+    result = _run_job_script(tmp_path, env, config, manage=False)
+    assert result.returncode == 1
+    assert "missing from" in result.stderr and "- job_name: github-runner-health" in result.stderr
+    assert config.read_text() == before
+
+
+@needs_promtool
+def test_target_file_script_validates_then_publishes(prometheus_host):
+    tmp_path, state, env = prometheus_host
+    targets_dir = tmp_path / "targets"
+    content = targets_json("staging", [ScrapeTarget("10.0.0.5:9103", "h", "primary", ("r",))])
+    (state / "targets.json").write_text(
+        json.dumps(
+            {
+                "data": {
+                    "activeTargets": [
+                        {"scrapePool": "github-runner-health", "scrapeUrl": "http://10.0.0.5:9103/metrics"}
+                    ]
+                }
+            }
+        )
+    )
+    variables = {
+        "STACK": "staging",
+        "TARGETS_DIR": str(targets_dir),
+        "TARGET_FILE": "runner-fleet-staging.json",
+        "TARGETS_JSON": content,
+        "PROMTOOL": "promtool",
+        "PROM_URL": "http://127.0.0.1:9090",
+        "JOB_NAME": "github-runner-health",
+        "EXPECT": "10.0.0.5:9103",
+    }
+    script = shell.render("prometheus-targets.sh", variables)
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
+    assert sorted(p.name for p in targets_dir.iterdir()) == ["runner-fleet-staging.json"]
+
+    bad = shell.render("prometheus-targets.sh", {**variables, "TARGETS_JSON": '[{"targets": "not-a-list"}]'})
+    result = subprocess.run(["bash", "-c", bad], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 1 and "promtool rejected the target file" in result.stderr
+    assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
+    assert sorted(p.name for p in targets_dir.iterdir()) == ["runner-fleet-staging.json"]
+
+
+@needs_promtool
+def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # Service "a" active and busy, "b" active and disconnected, "c" stopped.
+    _stub(bin_dir, "systemctl", '[ "$1" = is-active ] && case "$3" in a.service|b.service) exit 0;; esac; exit 3\n')
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    logs = {
+        "a": "[2026-11-27 05:00:00Z INFO Terminal] WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n"
+        "[2026-11-27 05:01:00Z INFO Terminal] WRITE LINE: 2026-11-27 05:01:00Z: Running job: build\n",
+        "b": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n"
+        "[x ERR  Terminal] WRITE ERROR: 2026-11-27 05:02:00Z: Runner connect error: gone. "
+        "Retrying until reconnected.\n",
+        "c": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
+    }
+    for name, log in logs.items():
+        diag = tmp_path / name / "_diag"
+        diag.mkdir(parents=True)
+        (diag / "Runner_20261127-050000-utc.log").write_text(log)
+        (conf / f"{name}.conf").write_text(
+            f"name={name}\ndir={tmp_path / name}\nunit={name}.service\n"
+            "version=2.334.0\nlabels=self-hosted,Linux,X64,x\n"
+        )
+    out_dir = tmp_path / "textfile"
+    out_dir.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    script = shell.script_text("runner-metrics.sh")
+    subprocess.run(["bash", "-c", script, "runner-metrics", str(conf), str(out_dir)], env=env, check=True)
+    text = (out_dir / "runner-fleet-runners.prom").read_text()
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    values = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines() if not line.startswith("#")}
+    assert values['github_runner_service_active{runner="a"}'] == "1"
+    assert values['github_runner_busy{runner="a"}'] == "1"
+    assert values['github_runner_online{runner="a"}'] == "1"
+    assert values['github_runner_online{runner="b"}'] == "0"
+    assert values['github_runner_service_active{runner="c"}'] == "0"
+    assert values['github_runner_online{runner="c"}'] == "0"
+    info = 'github_runner_info{runner="c",version="2.334.0",labels="self-hosted,Linux,X64,x",unit="c.service"}'
+    assert values[info] == "1"
+
+
+def test_units_are_hardened_and_stack_scoped():
+    unit = exporter_unit_content("staging", "1.8.2", 9103)
+    for setting in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n"):
+        assert setting in unit
+    assert "--web.listen-address=:9103" in unit
+    assert "/opt/runner-fleet/staging/node-exporter/1.8.2/node_exporter" in unit
+    service, timer = collector_units_content("staging")
+    assert "ReadWritePaths=/var/lib/runner-fleet/staging/textfile" in service
+    assert "OnUnitActiveSec=15s" in timer
