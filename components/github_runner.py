@@ -81,7 +81,7 @@ class GitHubRunner(pulumi.ComponentResource):
             triggers=[directory],
             depends_on=depends_on,
         )
-        identity = [spec.name, github.registration_url, directory, spec.group or ""]
+        identity = [spec.name, github.registration_url, directory, spec.group or "", user]
         self.registration = script_command(
             f"{name}-registration",
             parent=self,

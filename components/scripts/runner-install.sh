@@ -7,7 +7,7 @@ set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${RUNNER_VERSION:?}" "${RUNNER_URL:?}" "${RUNNER_SHA256:?}"
 
 marker="$RUNNER_DIR/.runner-fleet-release"
-want="$RUNNER_VERSION $RUNNER_SHA256"
+want="$RUNNER_VERSION $RUNNER_SHA256 $RUNNER_USER"
 if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
   echo "runner-fleet: $RUNNER_NAME: runner $RUNNER_VERSION already installed"
   exit 0

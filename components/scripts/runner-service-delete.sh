@@ -6,17 +6,19 @@ set -euo pipefail
 # @include lib.sh
 
 rm -f -- "$METRICS_CONF"
-unit_file="/etc/systemd/system/$UNIT"
+unit=$UNIT
+if [[ -s "$RUNNER_DIR/.service" ]]; then unit=$(cat "$RUNNER_DIR/.service"); fi
+unit_file="/etc/systemd/system/$unit"
 if [[ -f "$unit_file" ]]; then
-  timeout 330 systemctl stop "$UNIT" || true
+  timeout 330 systemctl stop "$unit" || true
   if [[ -x "$RUNNER_DIR/svc.sh" ]]; then
     (cd "$RUNNER_DIR" && timeout 120 ./svc.sh uninstall) </dev/null || true
   fi
   if [[ -f "$unit_file" ]]; then
-    systemctl disable --quiet "$UNIT" || true
+    systemctl disable --quiet "$unit" || true
     rm -f -- "$unit_file"
     systemctl daemon-reload
   fi
-  say "$RUNNER_NAME: service $UNIT removed"
+  say "$RUNNER_NAME: service $unit removed"
 fi
 rm -f -- "$RUNNER_DIR/.service"

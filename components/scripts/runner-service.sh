@@ -6,27 +6,31 @@ set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${UNIT:?}" "${METRICS_CONF:?}" "${METRICS_CONF_CONTENT:?}"
 # @include lib.sh
 
-if [[ ! -f "/etc/systemd/system/$UNIT" ]]; then
+# svc.sh names the unit and records the name in .service; that record is the truth (UNIT is
+# what it is expected to be, e.g. for the stack outputs).
+unit=""
+[[ -f "$RUNNER_DIR/.service" ]] && unit=$(cat "$RUNNER_DIR/.service")
+if [[ -z "$unit" || ! -f "/etc/systemd/system/$unit" ]]; then
   say "$RUNNER_NAME: installing service $UNIT"
   (cd "$RUNNER_DIR" && timeout 120 ./svc.sh install "$RUNNER_USER") </dev/null
+  unit=$(cat "$RUNNER_DIR/.service")
 fi
-actual=$(cat "$RUNNER_DIR/.service")
-[[ "$actual" == "$UNIT" ]] || die "$RUNNER_NAME: svc.sh installed $actual, expected $UNIT"
-systemctl enable --quiet "$UNIT"
-systemctl start "$UNIT"
+[[ "$unit" == "$UNIT" ]] || say "$RUNNER_NAME: note: svc.sh named the service $unit (expected $UNIT)"
+systemctl enable --quiet "$unit"
+systemctl start "$unit"
 
-if write_if_changed "$METRICS_CONF" 0644 "$METRICS_CONF_CONTENT"; then
+if write_if_changed "$METRICS_CONF" 0644 "${METRICS_CONF_CONTENT/"unit=$UNIT"/"unit=$unit"}"; then
   say "$RUNNER_NAME: metrics collector configured ($METRICS_CONF)"
 fi
 
 for _ in $(seq 1 120); do
-  if systemctl is-active --quiet "$UNIT" && runner_reports_online "$RUNNER_DIR"; then
-    say "$RUNNER_NAME: service $UNIT active; runner listening for jobs"
+  if systemctl is-active --quiet "$unit" && runner_reports_online "$RUNNER_DIR"; then
+    say "$RUNNER_NAME: service $unit active; runner listening for jobs"
     exit 0
   fi
   sleep 1
 done
 log=$(newest_diag_log "$RUNNER_DIR")
-echo "runner-fleet: $RUNNER_NAME: not listening for jobs after 120 s; service: $(systemctl is-active "$UNIT" || true)" >&2
+echo "runner-fleet: $RUNNER_NAME: not listening for jobs after 120 s; service: $(systemctl is-active "$unit" || true)" >&2
 [[ -n "$log" ]] && tail -n 20 "$log" >&2
 exit 1

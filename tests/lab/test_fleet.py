@@ -1,0 +1,240 @@
+"""The program's remote commands carried out on real lab hosts, end to end.
+
+Lab: two runner hosts and a monitoring host running Debian's prometheus package, the GitHub
+double on the lab bridge, the runner stand-in and the real node exporter served by the double.
+The executor runs __main__.py under Pulumi mocks and executes every remote.Command over SSH as
+pulumi-command would. Scenarios run in order on one lab (module-scoped), as a user's stacks
+would live through them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from lab.fleet import PRODUCTION, STAGING, LabFleet
+
+pytestmark = pytest.mark.lab
+
+PROD, STAGE = "lab", "lab-staging"
+RUNNER_UNITS = {
+    "lab-primary": ("runner-a", "actions.runner.lab-owner-fleet.lab-primary.service"),
+    "lab-secondary": ("runner-b", "actions.runner.lab-owner-fleet.lab-secondary.service"),
+}
+STAGING_UNIT = ("runner-b", "actions.runner.lab-owner-fleet.lab-staging-primary.service")
+SNAPSHOT = (
+    "find /opt/runner-fleet /etc/runner-fleet /etc/systemd/system /etc/prometheus -type f "
+    "-not -path '*/_diag/*' -not -path '*/_work/*' -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum; "
+    "systemctl list-units --all --plain --no-legend 'actions.runner.*' 'runner-fleet-*' | awk '{print $1, $3, $4}'; "
+    "id -u github-runner-lab 2>/dev/null; id -u github-runner-lab-staging 2>/dev/null; true"
+)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with LabFleet.start(["runner-a", "runner-b"]) as lab_fleet:
+        yield lab_fleet
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def registrations(fleet: LabFleet) -> dict[str, dict]:
+    return {r["name"]: r for r in fleet.double_state()["runners"]}
+
+
+def custom_labels(runner: dict) -> list[str]:
+    return sorted(label["name"] for label in runner["labels"] if label["type"] == "custom")
+
+
+def all_labels(runner: dict) -> list[str]:
+    return sorted(label["name"] for label in runner["labels"])
+
+
+def scrape(fleet: LabFleet, host: str, port: int) -> str:
+    rc, out, err = fleet.lab.run_on(host, f"curl -fsS http://127.0.0.1:{port}/metrics")
+    assert rc == 0, err
+    return out
+
+
+def snapshot(fleet: LabFleet) -> dict[str, str]:
+    return {name: fleet.lab.run_on(name, SNAPSHOT)[1] for name in fleet.lab.hosts}
+
+
+def assert_ok(report) -> None:
+    assert report.ok, report.error
+
+
+def test_cold_deploy_production(fleet):
+    report = fleet.run(PROD, PRODUCTION)
+    assert_ok(report)
+    assert report.commands_executed == len(report.ops("create"))
+    # Registered with exactly the configured labels, online.
+    runners = registrations(fleet)
+    assert set(runners) == {"lab-primary", "lab-secondary"}
+    assert all_labels(runners["lab-primary"]) == sorted(["self-hosted", "Linux", "X64", "production", "primary"])
+    assert custom_labels(runners["lab-secondary"]) == ["production", "secondary"]
+    wait_for(lambda: all(r["status"] == "online" for r in registrations(fleet).values()), what="runners online")
+    # Services active and enabled; run as the stack's non-root user.
+    for name, (host, unit) in RUNNER_UNITS.items():
+        rc, out, _ = fleet.lab.run_on(host, f"systemctl is-active {unit}; systemctl is-enabled {unit}")
+        assert out.split() == ["active", "enabled"], (name, out)
+        rc, out, _ = fleet.lab.run_on(host, f"systemctl show -p User --value {unit}")
+        assert out.strip() == "github-runner-lab"
+    # Exporters answer on their ports; their output passes promtool check metrics.
+    for host, port, runner in (("runner-a", 9102, "lab-primary"), ("runner-b", 9101, "lab-secondary")):
+        metrics = scrape(fleet, host, port)
+        assert "node_cpu_seconds_total" in metrics and "node_memory_MemAvailable_bytes" in metrics
+        assert "node_filesystem_avail_bytes" in metrics
+        assert f'github_runner_service_active{{runner="{runner}"}} 1' in metrics
+        assert f'github_runner_online{{runner="{runner}"}} 1' in metrics
+        assert f'github_runner_busy{{runner="{runner}"}} 0' in metrics
+        assert f'github_runner_info{{runner="{runner}",version="' in metrics
+        if shutil.which("promtool"):
+            lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+            assert lint.returncode == 0, lint.stdout + lint.stderr
+    # Prometheus scrapes every exporter, up, with its labels, under the job github-runner-health.
+    def targets_up():
+        targets = [t for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]
+        return len(targets) == 2 and all(t["health"] == "up" for t in targets) and targets
+
+    targets = wait_for(targets_up, timeout=90, what="targets up")
+    by_host = {t["labels"]["host"]: t["labels"] for t in targets}
+    assert by_host["runner-a"]["environment"] == PROD and by_host["runner-a"]["role"] == "primary"
+    assert by_host["runner-b"]["role"] == "secondary" and by_host["runner-b"]["runners"] == "lab-secondary"
+    assert {t["labels"]["job"] for t in targets} == {"github-runner-health"}
+
+
+def test_busy_runner_is_reported_busy(fleet):
+    fleet.double.set_busy("lab-primary", True)
+    try:
+        wait_for(
+            lambda: 'github_runner_busy{runner="lab-primary"} 1' in scrape(fleet, "runner-a", 9102),
+            timeout=60,
+            what="busy gauge",
+        )
+    finally:
+        fleet.double.set_busy("lab-primary", False)
+    wait_for(
+        lambda: 'github_runner_busy{runner="lab-primary"} 0' in scrape(fleet, "runner-a", 9102),
+        timeout=60,
+        what="idle gauge",
+    )
+
+
+def test_unchanged_rerun_executes_nothing_and_changes_nothing(fleet):
+    before_hosts = snapshot(fleet)
+    before_runners = {n: (r["id"], all_labels(r)) for n, r in registrations(fleet).items()}
+    calls_before = len(fleet.double.calls)
+    report = fleet.run(PROD, PRODUCTION)
+    assert_ok(report)
+    assert report.commands_executed == 0
+    assert report.ops("create") == report.ops("update") == report.ops("replace") == report.ops("delete") == []
+    assert snapshot(fleet) == before_hosts
+    assert {n: (r["id"], all_labels(r)) for n, r in registrations(fleet).items()} == before_runners
+    runner_api_calls = [c for c in fleet.double.calls[calls_before:] if "/actions/runners" in c["path"]]
+    assert [c for c in runner_api_calls if c["method"] != "GET"] == []
+
+
+def test_relabel_keeps_one_registration_online_with_exactly_the_new_labels(fleet):
+    relabeled = tuple(
+        layout.__class__(
+            layout.host,
+            layout.role,
+            layout.exporter_port,
+            tuple(
+                (name, ("production", "secondary", "gpu") if name == "lab-secondary" else labels)
+                for name, labels in layout.runners
+            ),
+        )
+        for layout in PRODUCTION
+    )
+    before = registrations(fleet)["lab-secondary"]
+    calls_before = len(fleet.double.calls)
+    report = fleet.run(PROD, relabeled)
+    assert_ok(report)
+    assert report.ops("replace") == [] and report.ops("delete") == []
+    assert "lab-secondary-registration" in report.ops("update")
+    runners = [r for r in fleet.double_state()["runners"] if r["name"] == "lab-secondary"]
+    assert len(runners) == 1
+    assert runners[0]["id"] == before["id"]
+    assert custom_labels(runners[0]) == ["gpu", "production", "secondary"]
+    assert runners[0]["status"] == "online"
+    new_calls = fleet.double.calls[calls_before:]
+    assert not [c for c in new_calls if c["method"] == "DELETE" and "/labels" not in c["path"]]
+    # And back, so later scenarios see the committed shape.
+    assert_ok(fleet.run(PROD, PRODUCTION))
+    assert custom_labels(registrations(fleet)["lab-secondary"]) == ["production", "secondary"]
+
+
+def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
+    assert_ok(fleet.run(STAGE, STAGING))
+    host, unit = STAGING_UNIT
+    runners = registrations(fleet)
+    assert custom_labels(runners["lab-staging-primary"]) == ["primary", "staging"]
+    assert scrape(fleet, host, 9103).count('github_runner_online{runner="lab-staging-primary"} 1') == 1
+    # Each stack's exporter reports only its own runners.
+    assert "lab-staging-primary" not in scrape(fleet, "runner-b", 9101)
+    wait_for(
+        lambda: len([t for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]) == 3,
+        timeout=90,
+        what="three targets",
+    )
+    production_before = snapshot(fleet)
+
+    report = fleet.run(STAGE, STAGING, mode="destroy")
+    assert_ok(report)
+    runners = registrations(fleet)
+    assert "lab-staging-primary" not in runners
+    assert {"lab-primary", "lab-secondary"} <= set(runners)
+    rc, out, _ = fleet.lab.run_on(
+        host,
+        f"systemctl is-active {unit}; ls /opt/runner-fleet; id github-runner-lab-staging; "
+        "ls /etc/systemd/system | grep -c runner-fleet-lab-staging",
+    )
+    assert "lab-staging" not in out.split()  # /opt/runner-fleet/lab-staging is gone
+    assert "no such user" in out
+    rc, out, _ = fleet.lab.run_on("monitor", "ls /etc/prometheus/runner-fleet")
+    assert out.split() == ["runner-fleet-lab.json"]
+    # Production untouched: runners online, exporters answering, targets up.
+    assert snapshot(fleet)["runner-a"] == production_before["runner-a"]
+    for h, u in RUNNER_UNITS.values():
+        assert fleet.lab.run_on(h, f"systemctl is-active {u}")[1].strip() == "active"
+    assert 'github_runner_online{runner="lab-secondary"} 1' in scrape(fleet, "runner-b", 9101)
+    wait_for(
+        lambda: [t["health"] for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]
+        == ["up", "up"],
+        timeout=90,
+        what="production targets only",
+    )
+    assert all(r["status"] == "online" for r in registrations(fleet).values())
+
+
+def test_destroy_days_later_deregisters_everything(fleet):
+    """Every token minted at creation has long expired; deregistration still works."""
+    fleet.double.clock.advance(3 * 24 * 3600)
+    report = fleet.run(PROD, PRODUCTION, mode="destroy")
+    assert_ok(report)
+    assert registrations(fleet) == {}
+    for host in ("runner-a", "runner-b"):
+        rc, out, _ = fleet.lab.run_on(
+            host, "ls /opt/runner-fleet /etc/runner-fleet 2>&1; ls /etc/systemd/system | grep -E 'actions|runner-fleet'"
+        )
+        assert "lab" not in out.split(), out
+    rc, out, _ = fleet.lab.run_on("monitor", "ls /etc/prometheus/runner-fleet; grep -c github-runner-health "
+                                  "/etc/prometheus/prometheus.yml")
+    assert out.split() == ["1"]  # no target files left; the shared job stays
+    state = json.loads(fleet.state_path(PROD).read_text())
+    assert not state.get("resources")
