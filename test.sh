@@ -10,7 +10,7 @@ unit_only=false
 [[ "${1:-}" == "--unit" ]] && unit_only=true
 
 packages=(shellcheck prometheus python3-venv)
-$unit_only || packages+=(systemd-container debootstrap zstd iproute2 openssh-client ca-certificates)
+$unit_only || packages+=(systemd-container debootstrap zstd iproute2 openssh-client openssh-server ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -55,7 +55,9 @@ class GitHubRunner(pulumi.ComponentResource):
         token = fleet.secrets.github_token
         user = fleet.runner_user(host)
         directory = layout.runner_dir(stack, spec.name)
-        unit = layout.runner_unit(github.repository, github.organization, spec.name)
+        unit = layout.runner_unit(
+            github.repository, github.organization, spec.name, dotcom=github.server_url == "https://github.com"
+        )
         labels = custom_labels(spec, host.arch)
 
         self.install = script_command(

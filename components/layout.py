@@ -51,8 +51,11 @@ def target_file(stack: str) -> str:
     return f"runner-fleet-{stack}.json"
 
 
-def runner_unit(owner_and_repo: str | None, organization: str | None, runner: str) -> str:
-    """The unit name actions/runner's svc.sh derives (repository: owner-repo; organization: org)."""
-    scope = organization if organization else (owner_and_repo or "").replace("/", "-")
+def runner_unit(owner_and_repo: str | None, organization: str | None, runner: str, *, dotcom: bool = True) -> str:
+    """The unit name actions/runner's svc.sh derives: on github.com from the scope
+    (repository: owner-repo; organization: org); on GitHub Enterprise Server from the first path
+    segment of the runner service URL, `_services`. The scripts read the name svc.sh actually
+    recorded in the runner's `.service` file; this is the expected name for outputs."""
+    scope = "_services" if not dotcom else (organization or (owner_and_repo or "").replace("/", "-"))
     name = f"actions.runner.{scope}.{runner}"
     return re.sub(r"[^0-9A-Za-z._-]", "-", name) + ".service"

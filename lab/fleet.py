@@ -27,6 +27,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 LAB_REPO = "lab-owner/fleet"
 DOUBLE_PORT = 8931
 MONITOR = "monitor"
+# The lab's server URL is not github.com, so the double behaves like GitHub Enterprise Server
+# (the runner then names its unit actions.runner._services.<name>.service).
+TENANT_STYLE = "ghes"
 SECRET_KEYS = {"runner-fleet:githubToken", "runner-fleet:sshPrivateKey"}
 
 
@@ -85,6 +88,9 @@ class LabFleet:
         """Build artifacts, bring the hosts up, start the GitHub double on the bridge."""
         state_dir = resolve_state_dir(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
+        # Stack states belong to the lab they were deployed to; a new lab starts with none.
+        for stale in state_dir.glob("state-*.json*"):
+            stale.unlink()
         artifacts = build_artifacts(state_dir / "artifacts")
         lab = Lab.up([HostSpec(h) for h in runner_hosts] + [HostSpec(MONITOR, monitoring=True)], state_dir=state_dir)
         pat = "ghp_lab" + secrets.token_hex(16)
@@ -103,6 +109,7 @@ class LabFleet:
                     pats=[pat],
                     artifacts_dir=state_dir / "artifacts",
                     repos=[LAB_REPO],
+                    tenant_style=TENANT_STYLE,
                 ).start()
         except BaseException:
             lab.down()
@@ -129,6 +136,8 @@ class LabFleet:
                 str(self.state_dir / "artifacts"),
                 "--state-file",
                 str(self.state_dir / "github-double.json"),
+                "--tenant-style",
+                TENANT_STYLE,
             ],
             cwd=PROJECT_DIR,
             stdout=log_file,

@@ -5,6 +5,8 @@
 set -eu
 : "${HOST_NAME:?}" "${EXPECTED_ARCH:?}" "${MIN_DISK_MB:?}" "${INSTALL_ROOT:?}"
 
+# A non-root login user's PATH usually lacks the sbin directories; the scripts run under sudo.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 problems=""
 add() { problems="${problems}
   - $1"; }

@@ -14,5 +14,6 @@ for unit in "$TIMER_UNIT" "$SERVICE_UNIT"; do
 done
 systemctl daemon-reload
 rm -f -- "$COLLECTOR_PATH" "$TEXTFILE_DIR/runner-fleet-runners.prom"
-rmdir --ignore-fail-on-non-empty -- "$CONF_DIR" 2>/dev/null || true
+# Directories of this stack that are empty now (other stacks' directories are never touched).
+rmdir --ignore-fail-on-non-empty -- "$CONF_DIR" "$(dirname "$CONF_DIR")" "$(dirname "$COLLECTOR_PATH")" 2>/dev/null || true
 say "$HOST_NAME: runner metrics collector removed"

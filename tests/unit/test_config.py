@@ -227,3 +227,4 @@ def test_github_enterprise_server_urls():
     create = run.by_name("Serotonin-paws360-registration").inputs["create"]
     assert "API_URL=https://ghe.example.com/api/v3\n" in create
     assert "REGISTRATION_URL=https://ghe.example.com/ops/infra\n" in create
+    assert run.outputs["runners"]["Serotonin-paws360"]["unit"] == "actions.runner._services.Serotonin-paws360.service"
