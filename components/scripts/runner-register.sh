@@ -33,10 +33,8 @@ fi
 if [[ "$registered" != true ]]; then
   unit=""
   [[ -f "$RUNNER_DIR/.service" ]] && unit=$(cat "$RUNNER_DIR/.service")
-  was_active=false
   if [[ -n "$unit" ]] && systemctl is-active --quiet "$unit"; then
     timeout 330 systemctl stop "$unit"
-    was_active=true
   fi
   # Stale local state (a half-finished earlier run, or a registration GitHub dropped).
   rm -f -- "$runner_file" "$RUNNER_DIR/.credentials" "$RUNNER_DIR/.credentials_rsaparams"
@@ -49,7 +47,9 @@ if [[ "$registered" != true ]]; then
     runuser -u "$RUNNER_USER" -- ./config.sh "${args[@]}") </dev/null
   id=$(runner_field "$runner_file" agentId)
   [[ -n "$id" ]] || die "$RUNNER_NAME: config.sh finished but $runner_file has no agentId"
-  if [[ "$was_active" == true ]]; then
+  # An installed service runs the new registration (it may have stopped when GitHub dropped
+  # the old one); on a first deploy the service step installs and starts it.
+  if [[ -n "$unit" && -f "/etc/systemd/system/$unit" ]]; then
     systemctl start "$unit"
   fi
 fi

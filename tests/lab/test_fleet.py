@@ -14,9 +14,11 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
+from lab.artifacts import build_artifacts
 from lab.fleet import PRODUCTION, STAGING, LabFleet
 
 pytestmark = pytest.mark.lab
@@ -186,6 +188,78 @@ def test_relabel_keeps_one_registration_online_with_exactly_the_new_labels(fleet
     new_calls = fleet.double.calls[calls_before:]
     assert not [c for c in new_calls if c["method"] == "DELETE" and "/labels" not in c["path"]]
     # And back, so later scenarios see the committed shape.
+    assert_ok(fleet.run(PROD, PRODUCTION))
+    assert custom_labels(registrations(fleet)["lab-secondary"]) == ["production", "secondary"]
+
+
+def with_runner(fleet: LabFleet, version: str, sha256: str) -> dict:
+    config = fleet.config(PRODUCTION)
+    config["runner-fleet:runner"] = {**config["runner-fleet:runner"], "version": version, "sha256": {"x64": sha256}}
+    return config
+
+
+def installed_release(fleet: LabFleet, host: str, runner: str) -> str:
+    rc, out, err = fleet.lab.run_on(host, f"sudo cat /opt/runner-fleet/lab/runners/{runner}/.runner-fleet-release")
+    assert rc == 0, err
+    return out.split()[0]
+
+
+def test_upgrade_days_later_checksum_first_then_in_place(fleet):
+    """Two days on (every token minted at creation expired): a wrong checksum changes nothing;
+    the right one upgrades in place, keeping the registration."""
+    fleet.double.clock.advance(2 * 24 * 3600)
+    old_version = fleet.artifacts["runner"]["version"]
+    new = build_artifacts(fleet.state_dir / "artifacts", runner_version="2.330.0")["runner"]
+    before = {n: r["id"] for n, r in registrations(fleet).items()}
+
+    bad = fleet.run(PROD, PRODUCTION, config=with_runner(fleet, new["version"], "0" * 64))
+    assert not bad.ok and "checksum mismatch" in bad.error and "nothing was installed" in bad.error
+    for name, (host, unit) in RUNNER_UNITS.items():
+        assert installed_release(fleet, host, name) == old_version
+        assert fleet.lab.run_on(host, f"systemctl is-active {unit}")[1].strip() == "active"
+
+    good = fleet.run(PROD, PRODUCTION, config=with_runner(fleet, new["version"], new["sha256"]))
+    assert_ok(good)
+    assert good.ops("replace") == [] and good.ops("delete") == []
+    assert {"lab-primary-install", "lab-secondary-install"} <= set(good.ops("update"))
+    assert {n: r["id"] for n, r in registrations(fleet).items()} == before
+    for name, (host, _unit) in RUNNER_UNITS.items():
+        assert installed_release(fleet, host, name) == new["version"]
+    wait_for(lambda: all(r["status"] == "online" for r in registrations(fleet).values()), what="online after upgrade")
+    wait_for(
+        lambda: f'version="{new["version"]}"' in scrape(fleet, "runner-a", 9102), timeout=60, what="new version metric"
+    )
+    # Back to the pinned version for the scenarios that follow (a downgrade is an update too).
+    assert_ok(fleet.run(PROD, PRODUCTION))
+    assert installed_release(fleet, "runner-a", "lab-primary") == old_version
+
+
+def test_reregisters_when_github_dropped_the_runner(fleet):
+    """GitHub removes runners offline for 14 days. The next update of that runner notices the
+    404 and registers it again, weeks after every creation-time token expired."""
+    fleet.double.clock.advance(15 * 24 * 3600)
+    dropped = registrations(fleet)["lab-secondary"]
+    request = urllib.request.Request(  # noqa: S310 - the lab's double
+        f"{fleet.double_url}/api/v3/repos/lab-owner/fleet/actions/runners/{dropped['id']}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {fleet.pat}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 204
+    assert "lab-secondary" not in registrations(fleet)
+
+    relabeled = fleet.config(PRODUCTION)
+    relabeled["runner-fleet:hosts"][1]["runners"][0]["labels"] = ["production", "secondary", "gpu"]
+    report = fleet.run(PROD, PRODUCTION, config=relabeled)
+    assert_ok(report)
+    # The service's update rewrites the collector's record of the labels (github_runner_info).
+    assert sorted(report.ops("update")) == ["lab-secondary-registration", "lab-secondary-service"]
+    runner = wait_for(
+        lambda: (r := registrations(fleet).get("lab-secondary")) and r["status"] == "online" and r,
+        what="re-registered runner online",
+    )
+    assert runner["id"] != dropped["id"]
+    assert custom_labels(runner) == ["gpu", "production", "secondary"]
     assert_ok(fleet.run(PROD, PRODUCTION))
     assert custom_labels(registrations(fleet)["lab-secondary"]) == ["production", "secondary"]
 
