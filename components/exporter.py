@@ -10,7 +10,9 @@ from fleet.config import FleetConfig, HostSpec
 
 
 def exporter_unit_content(stack: str, version: str, port: int) -> str:
-    """A hardened unit: no privileges, read-only system, only the textfile dir readable."""
+    """A hardened unit: no privileges, read-only system, only the textfile dir readable. The
+    systemd collector stays off (it needs D-Bus, which the sandbox denies): the runner gauges
+    from the textfile collector say more, and also for units that vanished."""
     binary = f"{layout.exporter_dir(stack)}/{version}/node_exporter"
     textfile = layout.textfile_dir(stack)
     return f"""[Unit]
@@ -20,7 +22,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-ExecStart={binary} --web.listen-address=:{port} --collector.textfile.directory={textfile}
+ExecStart={binary} --web.listen-address=:{port} --collector.textfile.directory={textfile} --no-collector.systemd
 Restart=on-failure
 RestartSec=5
 DynamicUser=yes

@@ -38,7 +38,11 @@ def up() -> int:
     for layout in PRODUCTION:
         host = fleet.lab.hosts[layout.host]
         print(f"  Exporter {layout.host:<10}  http://{host.address}:{layout.exporter_port}/metrics")
-    print(f"  A host's shell       ssh -i {key} deploy@{fleet.lab.hosts['runner-a'].address}")
+    known_hosts = fleet.state_dir / "known_hosts"
+    print(
+        f"  A host's shell       ssh -i {key} -o UserKnownHostsFile={known_hosts} "
+        f"deploy@{fleet.lab.hosts['runner-a'].address}"
+    )
     print(f"  Stack state          {fleet.state_path(STACK)}")
     print("Tear it all down with: ./demo.sh down")
     return 0
@@ -64,7 +68,8 @@ def down() -> int:
             mode="destroy",
         )
         print(f"demo: {report.summary()}")
-        (state_dir / f"state-{STACK}.json").unlink(missing_ok=True)
+        for path in state_dir.glob(f"state-{STACK}.json*"):
+            path.unlink()
     stop_double_daemon(state_dir)
     if lab is not None:
         lab.down()

@@ -88,9 +88,10 @@ class LabFleet:
         """Build artifacts, bring the hosts up, start the GitHub double on the bridge."""
         state_dir = resolve_state_dir(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        # Stack states belong to the lab they were deployed to; a new lab starts with none.
-        for stale in state_dir.glob("state-*.json*"):
-            stale.unlink()
+        # Stack states and the double's registrations belong to the lab they were made in; a new
+        # lab starts with none.
+        for stale in [*state_dir.glob("state-*.json*"), state_dir / "github-double.json"]:
+            stale.unlink(missing_ok=True)
         artifacts = build_artifacts(state_dir / "artifacts")
         lab = Lab.up([HostSpec(h) for h in runner_hosts] + [HostSpec(MONITOR, monitoring=True)], state_dir=state_dir)
         pat = "ghp_lab" + secrets.token_hex(16)

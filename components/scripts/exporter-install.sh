@@ -42,7 +42,9 @@ if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
 fi
 
 for _ in $(seq 1 30); do
-  if curl -fsS --max-time 3 "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep -q '^node_exporter_build_info'; then
+  # Read the whole page first: `curl | grep -q` under pipefail fails when grep stops reading early.
+  page=$(curl -fsS --max-time 3 "http://127.0.0.1:$PORT/metrics" 2>/dev/null || true)
+  if [[ "$page" == *$'\n'node_exporter_build_info* ]]; then
     # Older releases of this stack's exporter are no longer referenced by the unit.
     find "$EXPORTER_DIR" -mindepth 1 -maxdepth 1 -type d ! -name "$EXPORTER_VERSION" -exec rm -rf -- {} +
     say "$HOST_NAME: node exporter $EXPORTER_VERSION serving on :$PORT ($UNIT)"
