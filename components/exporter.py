@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from components import layout, shell
-from components.remote import Endpoint, Script, script_command
+from components.remote import Endpoint, Machine, Script
 from fleet.config import FleetConfig, HostSpec
 
 
@@ -105,13 +105,10 @@ class ExporterService(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         stack, exporter = fleet.stack, fleet.exporter
-        key = fleet.secrets.ssh_private_key
+        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
         unit = layout.exporter_unit(stack)
-        self.install = script_command(
+        self.install = machine.command(
             f"{name}-install",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "exporter-install.sh",
                 {
@@ -148,11 +145,8 @@ class ExporterService(pulumi.ComponentResource):
             "CONF_DIR": layout.metrics_conf_dir(stack),
             "TEXTFILE_DIR": layout.textfile_dir(stack),
         }
-        self.runner_metrics = script_command(
+        self.runner_metrics = machine.command(
             f"{name}-runner-metrics",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "runner-metrics-install.sh",
                 {

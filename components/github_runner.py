@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from components import layout
-from components.remote import Endpoint, Script, script_command
+from components.remote import Endpoint, Machine, Script
 from fleet.config import ARCH_LABEL, FleetConfig, HostSpec, RunnerSpec
 
 DEFAULT_LABELS = ("self-hosted", "linux")
@@ -51,7 +51,7 @@ class GitHubRunner(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         stack, github = fleet.stack, fleet.github
-        key = fleet.secrets.ssh_private_key
+        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
         token = fleet.secrets.github_token
         user = fleet.runner_user(host)
         directory = layout.runner_dir(stack, spec.name)
@@ -60,11 +60,8 @@ class GitHubRunner(pulumi.ComponentResource):
         )
         labels = custom_labels(spec, host.arch)
 
-        self.install = script_command(
+        self.install = machine.command(
             f"{name}-install",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "runner-install.sh",
                 {
@@ -84,11 +81,8 @@ class GitHubRunner(pulumi.ComponentResource):
             depends_on=depends_on,
         )
         identity = [spec.name, github.registration_url, directory, spec.group or "", user]
-        self.registration = script_command(
+        self.registration = machine.command(
             f"{name}-registration",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "runner-register.sh",
                 {
@@ -127,11 +121,8 @@ class GitHubRunner(pulumi.ComponentResource):
                 f"labels={','.join(all_labels(spec, host.arch))}",
             ]
         )
-        self.service = script_command(
+        self.service = machine.command(
             f"{name}-service",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "runner-service.sh",
                 {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components import layout
-from components.remote import Script, script_command
+from components.remote import Machine, Script
 from components.runner_host import endpoint_for
 from fleet.config import FleetConfig
 
@@ -82,13 +82,10 @@ class PrometheusTargets(pulumi.ComponentResource):
         super().__init__(self.TYPE, name, None, opts)
         prom = fleet.prometheus
         endpoint = endpoint_for(prom.address, prom.ssh_port, prom.ssh_user, prom.host_key, prom.jump_host)
-        key = fleet.secrets.ssh_private_key
+        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
         prom_url = f"http://127.0.0.1:{prom.port}"
-        self.scrape_job = script_command(
+        self.scrape_job = machine.command(
             f"{name}-scrape-job",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "prometheus-job.sh",
                 {
@@ -105,11 +102,8 @@ class PrometheusTargets(pulumi.ComponentResource):
         )
         target_file = layout.target_file(fleet.stack)
         self.content = targets_json(fleet.stack, targets)
-        self.target_file = script_command(
+        self.target_file = machine.command(
             f"{name}-target-file",
-            parent=self,
-            endpoint=endpoint,
-            private_key=key,
             create=Script(
                 "prometheus-targets.sh",
                 {

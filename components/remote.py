@@ -1,6 +1,6 @@
 """How every component reaches a machine: a pinned-key SSH connection and one command factory.
 
-All remote work goes through `script_command`, so every command gets the same guarantees:
+All remote work goes through `Machine.command`, so every command gets the same guarantees:
 the host key is pinned, the host identity is a trigger (a moved host is a replacement that
 runs `delete` on the old machine, not an update that silently abandons it), nothing is sent
 as `environment` (a stock sshd refuses it), secrets go on stdin only and make stdout/stderr
@@ -69,33 +69,39 @@ class Script:
         return shell.command(self.name, self.variables, sudo=self.sudo)
 
 
-def script_command(
-    resource_name: str,
-    *,
-    parent: pulumi.Resource,
-    endpoint: Endpoint,
-    private_key: pulumi.Input[str],
-    create: Script,
-    delete: Script | None = None,
-    stdin: pulumi.Input[str] | None = None,
-    triggers: list[Any] | None = None,
-    depends_on: list[pulumi.Resource] | None = None,
-    delete_before_replace: bool = False,
-) -> remote.Command:
-    """One remote command with the project's safety rules applied."""
-    secret_outputs = ["stdout", "stderr"] if stdin is not None else []
-    return remote.Command(
-        resource_name,
-        connection=connection(endpoint, private_key),
-        create=create.text(),
-        delete=delete.text() if delete else None,
-        stdin=stdin,
-        triggers=[endpoint.identity, *(triggers or [])],
-        add_previous_output_in_env=False,
-        opts=pulumi.ResourceOptions(
-            parent=parent,
-            depends_on=depends_on or [],
-            delete_before_replace=delete_before_replace,
-            additional_secret_outputs=secret_outputs,
-        ),
-    )
+@dataclass(frozen=True)
+class Machine:
+    """One machine as seen by a component: its commands become that component's children."""
+
+    parent: pulumi.Resource
+    endpoint: Endpoint
+    private_key: pulumi.Input[str]
+
+    def command(
+        self,
+        resource_name: str,
+        *,
+        create: Script,
+        delete: Script | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        triggers: list[Any] | None = None,
+        depends_on: list[pulumi.Resource] | None = None,
+        delete_before_replace: bool = False,
+    ) -> remote.Command:
+        """One remote command with the project's safety rules applied."""
+        secret_outputs = ["stdout", "stderr"] if stdin is not None else []
+        return remote.Command(
+            resource_name,
+            connection=connection(self.endpoint, self.private_key),
+            create=create.text(),
+            delete=delete.text() if delete else None,
+            stdin=stdin,
+            triggers=[self.endpoint.identity, *(triggers or [])],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=self.parent,
+                depends_on=depends_on or [],
+                delete_before_replace=delete_before_replace,
+                additional_secret_outputs=secret_outputs,
+            ),
+        )

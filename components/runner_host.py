@@ -7,7 +7,7 @@ import pulumi
 from components import layout
 from components.exporter import ExporterService
 from components.github_runner import GitHubRunner
-from components.remote import Endpoint, Script, script_command
+from components.remote import Endpoint, Machine, Script
 from fleet.config import UNAME_ARCH, FleetConfig, HostSpec, JumpHost
 
 
@@ -41,14 +41,11 @@ class RunnerHost(pulumi.ComponentResource):
         super().__init__(self.TYPE, name, None, opts)
         stack = fleet.stack
         self.endpoint = endpoint_for(host.address, host.ssh_port, host.ssh_user, host.host_key, host.jump_host)
-        key = fleet.secrets.ssh_private_key
+        machine = Machine(self, self.endpoint, fleet.secrets.ssh_private_key)
         user = fleet.runner_user(host)
 
-        self.preflight = script_command(
+        self.preflight = machine.command(
             f"{name}-preflight",
-            parent=self,
-            endpoint=self.endpoint,
-            private_key=key,
             create=Script(
                 "preflight.sh",
                 {
@@ -65,11 +62,8 @@ class RunnerHost(pulumi.ComponentResource):
             "INSTALL_ROOT": layout.install_root(stack),
             "STATE_ROOT": layout.state_root(stack),
         }
-        self.runner_user = script_command(
+        self.runner_user = machine.command(
             f"{name}-runner-user",
-            parent=self,
-            endpoint=self.endpoint,
-            private_key=key,
             create=Script("runner-user.sh", user_vars),
             delete=Script("runner-user-delete.sh", user_vars),
             triggers=[user],

@@ -37,21 +37,27 @@ for conf in "$conf_dir"/*.conf; do
   info+=("runner=\"$n\",version=\"$(escape "$version")\",labels=\"$(escape "$labels")\",unit=\"$(escape "$unit")\"")
 done
 
+# family NAME HELP VALUES-ARRAY: one gauge family, one sample per runner.
+family() {
+  local -n values=$3
+  printf '# HELP %s %s\n# TYPE %s gauge\n' "$1" "$2" "$1"
+  for i in "${!names[@]}"; do
+    printf '%s{%s} %s\n' "$1" "${labels_of[$i]}" "${values[$i]}"
+  done
+}
+
+labels_of=()
+for n in "${names[@]}"; do labels_of+=("runner=\"$n\""); done
+ones=()
+for i in "${!names[@]}"; do ones+=(1); done
 {
-  echo '# HELP github_runner_service_active Whether the runner'"'"'s systemd service is active (1) or not (0).'
-  echo '# TYPE github_runner_service_active gauge'
-  for i in "${!names[@]}"; do echo "github_runner_service_active{runner=\"${names[$i]}\"} ${active[$i]}"; done
-  echo '# HELP github_runner_online Whether the runner reports itself connected to GitHub and listening (1) or not (0).'
-  echo '# TYPE github_runner_online gauge'
-  for i in "${!names[@]}"; do echo "github_runner_online{runner=\"${names[$i]}\"} ${online[$i]}"; done
-  echo '# HELP github_runner_busy Whether the runner reports a job in progress (1) or not (0).'
-  echo '# TYPE github_runner_busy gauge'
-  for i in "${!names[@]}"; do echo "github_runner_busy{runner=\"${names[$i]}\"} ${busy[$i]}"; done
-  echo '# HELP github_runner_info Runner metadata (name, version, labels, unit); always 1.'
-  echo '# TYPE github_runner_info gauge'
-  for i in "${!names[@]}"; do echo "github_runner_info{${info[$i]}} 1"; done
-  echo '# HELP github_runner_metrics_last_run_timestamp_seconds When the runner metrics were last collected.'
-  echo '# TYPE github_runner_metrics_last_run_timestamp_seconds gauge'
-  echo "github_runner_metrics_last_run_timestamp_seconds $(date +%s)"
+  family github_runner_service_active "Whether the runner's systemd service is active (1) or not (0)." active
+  family github_runner_online "Whether the runner reports itself connected to GitHub and listening (1) or not (0)." online
+  family github_runner_busy "Whether the runner reports a job in progress (1) or not (0)." busy
+  labels_of=("${info[@]}")
+  family github_runner_info "Runner metadata (name, version, labels, unit); always 1." ones
+  printf '# HELP github_runner_metrics_last_run_timestamp_seconds %s\n' "When the runner metrics were last collected."
+  printf '# TYPE github_runner_metrics_last_run_timestamp_seconds gauge\n'
+  printf 'github_runner_metrics_last_run_timestamp_seconds %s\n' "$(date +%s)"
 } >"$out.tmp"
 mv -f "$out.tmp" "$out"
