@@ -55,7 +55,13 @@ PRODUCTION = (
 )
 STAGING = (
     HostLayout(
-        "runner-b", "primary", 9103, (("lab-staging-primary", ("self-hosted", "Linux", "X64", "staging", "primary")),)
+        "runner-b",
+        "primary",
+        9103,
+        (
+            ("lab-staging-primary", ("self-hosted", "Linux", "X64", "staging", "primary")),
+            ("lab-staging-extra", ("staging", "primary", "large")),
+        ),
     ),
 )
 

@@ -118,6 +118,19 @@ def test_cold_deploy_production(fleet):
             rc, ours, _ = fleet.lab.run_on(host, "cat /var/lib/runner-fleet/lab/textfile/runner-fleet-runners.prom")
             strict = subprocess.run(["promtool", "check", "metrics"], input=ours, capture_output=True, text=True)
             assert rc == 0 and strict.returncode == 0, strict.stdout + strict.stderr
+
+    # The GitHub credential was used on every host, and stored nowhere there (nor in plain state).
+    def files_containing(host: str, text: str) -> str:
+        search = "sudo grep -rlF -f /dev/stdin /etc /opt /home /root /tmp /var/lib/runner-fleet /var/log; true"
+        return fleet.lab.run_on(host, search, stdin=text + "\n")[1].strip()
+
+    assert "/etc/runner-fleet/lab/runners/lab-primary.conf" in files_containing("runner-a", "dir=/opt/runner-fleet")
+    for host in fleet.lab.hosts:
+        assert files_containing(host, fleet.pat) == "", host
+        journal = "sudo journalctl --no-pager | grep -cF -f /dev/stdin; true"
+        assert fleet.lab.run_on(host, journal, stdin=fleet.pat)[1].strip() == "0", host
+    assert fleet.pat.encode() not in fleet.state_path(PROD).read_bytes()
+
     # Prometheus scrapes every exporter, up, with its labels, under the job github-runner-health.
     def targets_up():
         targets = [t for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]
@@ -268,10 +281,14 @@ def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
     assert_ok(fleet.run(STAGE, STAGING))
     host, unit = STAGING_UNIT
     runners = registrations(fleet)
+    # Two runner instances of one stack on one host, next to production's runner there.
     assert custom_labels(runners["lab-staging-primary"]) == ["primary", "staging"]
-    assert scrape(fleet, host, 9103).count('github_runner_online{runner="lab-staging-primary"} 1') == 1
+    assert custom_labels(runners["lab-staging-extra"]) == ["large", "primary", "staging"]
+    staging_metrics = scrape(fleet, host, 9103)
+    for name in ("lab-staging-primary", "lab-staging-extra"):
+        assert staging_metrics.count(f'github_runner_online{{runner="{name}"}} 1') == 1
     # Each stack's exporter reports only its own runners.
-    assert "lab-staging-primary" not in scrape(fleet, "runner-b", 9101)
+    assert "lab-staging" not in scrape(fleet, "runner-b", 9101)
     wait_for(
         lambda: len([t for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]) == 3,
         timeout=90,
@@ -282,8 +299,7 @@ def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
     report = fleet.run(STAGE, STAGING, mode="destroy")
     assert_ok(report)
     runners = registrations(fleet)
-    assert "lab-staging-primary" not in runners
-    assert {"lab-primary", "lab-secondary"} <= set(runners)
+    assert set(runners) == {"lab-primary", "lab-secondary"}
     rc, out, _ = fleet.lab.run_on(
         host,
         f"systemctl is-active {unit}; ls /opt/runner-fleet; id github-runner-lab-staging 2>&1; "
@@ -318,8 +334,24 @@ def test_destroy_days_later_deregisters_everything(fleet):
             host, "ls /opt/runner-fleet /etc/runner-fleet 2>&1; ls /etc/systemd/system | grep -E 'actions|runner-fleet'"
         )
         assert "lab" not in out.split(), out
-    rc, out, _ = fleet.lab.run_on("monitor", "ls /etc/prometheus/runner-fleet; grep -c github-runner-health "
-                                  "/etc/prometheus/prometheus.yml")
+    rc, out, _ = fleet.lab.run_on(
+        "monitor", "ls /etc/prometheus/runner-fleet; grep -c github-runner-health /etc/prometheus/prometheus.yml"
+    )
     assert out.split() == ["1"]  # no target files left; the shared job stays
     state = json.loads(fleet.state_path(PROD).read_text())
     assert not state.get("resources")
+
+
+def test_unfit_host_fails_fast_with_every_reason(fleet):
+    """The preflight lists every problem and nothing else runs on that host."""
+    config = fleet.config(PRODUCTION[:1])
+    config["runner-fleet:hosts"][0]["minDiskMb"] = 10**9
+    report = fleet.run("lab-unfit", PRODUCTION[:1], config=config)
+    assert not report.ok
+    assert "host runner-a is not fit to carry runners" in report.error
+    assert "MB needed (hosts[].minDiskMb)" in report.error
+    ran = {e.name for e in report.executions if e.ran}
+    assert "runner-a-preflight" in ran
+    assert not {n for n in ran if n.startswith(("runner-a-runner-user", "runner-a-exporter", "lab-primary-"))}
+    rc, out, _ = fleet.lab.run_on("runner-a", "ls /opt/runner-fleet 2>&1; id github-runner-lab-unfit 2>&1")
+    assert "lab-unfit" not in out.split() and "no such user" in out

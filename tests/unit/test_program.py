@@ -210,3 +210,23 @@ def test_moving_a_runner_to_another_host_replaces_it():
     a = unwrap(run_program(base, "production").by_name("dell-r640-01-runner-registration").inputs)
     b = unwrap(run_program(moved, "production").by_name("dell-r640-01-runner-registration").inputs)
     assert a["triggers"] != b["triggers"]
+
+
+def test_jump_host_goes_into_the_connection_proxy_with_its_pinned_key():
+    config = completed_stack_config("production")
+    config["hosts"][0]["jumpHost"] = {
+        "address": "bastion.example.com",
+        "sshUser": "jump",
+        "hostKey": fake_host_key("bastion"),
+    }
+    run = run_program(config, "production")
+    for command in run.commands():
+        connection = unwrap(command.inputs["connection"])
+        if connection["host"] != "192.168.0.13":
+            assert "proxy" not in connection, command.name
+            continue
+        assert connection["proxy"]["host"] == "bastion.example.com"
+        assert connection["proxy"]["user"] == "jump"
+        assert connection["proxy"]["hostKey"] == fake_host_key("bastion")
+        assert connection["proxy"]["privateKey"] == SENTINEL_KEY
+        assert any("via jump@bastion.example.com:22" in t for t in command.inputs["triggers"])

@@ -326,3 +326,25 @@ def test_units_are_hardened_and_stack_scoped():
     service, timer = collector_units_content("staging")
     assert "ReadWritePaths=/var/lib/runner-fleet/staging/textfile" in service
     assert "OnUnitActiveSec=15s" in timer
+
+
+@needs_shellcheck
+def test_every_shell_script_in_the_repository_passes_shellcheck():
+    """The lab's and the tooling's scripts too, not only the remote ones."""
+    project = shell.SCRIPTS_DIR.parent.parent
+    listed = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True, check=False)
+    candidates = listed.stdout.split() if listed.returncode == 0 else []
+    scripts = [
+        project / name
+        for name in candidates
+        if (project / name).is_file()
+        and (project / name).read_bytes()[:2] == b"#!"
+        and (project / name).read_text(errors="replace").split("\n", 1)[0].endswith(("bash", "/sh"))
+    ]
+    if not scripts:
+        pytest.skip("not a git checkout")
+    assert len(scripts) >= 20
+    result = subprocess.run(
+        ["shellcheck", "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
