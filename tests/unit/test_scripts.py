@@ -348,3 +348,16 @@ def test_every_shell_script_in_the_repository_passes_shellcheck():
         ["shellcheck", "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_drift_detection_covers_every_committed_stack():
+    """Each Pulumi.<stack>.yaml must be previewed with --expect-no-changes by the workflow."""
+    import yaml
+
+    project = shell.SCRIPTS_DIR.parent.parent
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "drift.yml").read_text())
+    job = workflow["jobs"]["preview"]
+    stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project.glob("Pulumi.*.yaml"))
+    assert sorted(job["strategy"]["matrix"]["stack"]) == stacks == ["production", "staging"]
+    step = next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
+    assert step["with"] == {"command": "preview", "stack-name": "${{ matrix.stack }}", "expect-no-changes": True}
