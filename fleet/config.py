@@ -363,7 +363,7 @@ class FleetConfig:
 
 def default_runner_user(stack: str) -> str:
     """Each stack runs its jobs as its own user, so staging jobs cannot touch production files."""
-    return f"github-runner-{stack}"[:32]
+    return f"github-runner-{stack}"
 
 
 # --- loading --------------------------------------------------------------------------
@@ -407,6 +407,14 @@ def raw_config() -> dict[str, Any]:
     return values
 
 
+def _is_secret(full_key: str) -> bool:
+    """Secret-ness as set by the engine: the language host passes it in the environment
+    (PULUMI_CONFIG_SECRET_KEYS); set_all_config (tests, providers) keeps it in the runtime."""
+    from pulumi.runtime import config as runtime_config
+
+    return runtime_config.is_config_secret(full_key) or full_key in runtime_config.get_config_secret_keys_env()
+
+
 def _decode(key: str, value: Any, problems: list[tuple[str, str]]) -> Any:
     if key in OBJECT_KEYS and isinstance(value, str):
         try:
@@ -420,7 +428,6 @@ def _decode(key: str, value: Any, problems: list[tuple[str, str]]) -> Any:
 def load(stack: str | None = None) -> FleetConfig:
     """Validate the stack config; raise ConfigError listing every problem."""
     import pulumi
-    from pulumi.runtime import config as runtime_config
 
     stack = stack or pulumi.get_stack()
     problems: list[tuple[str, str]] = []
@@ -439,7 +446,7 @@ def load(stack: str | None = None) -> FleetConfig:
         value = values[key]
         if value is None or value == "":
             problems.append((_path(key), f"is required: pulumi config set --secret {NAMESPACE}:{key} ..."))
-        elif not runtime_config.is_config_secret(f"{NAMESPACE}:{key}"):
+        elif not _is_secret(f"{NAMESPACE}:{key}"):
             problems.append((_path(key), f"must be a secret: pulumi config set --secret {NAMESPACE}:{key} ..."))
         elif not isinstance(value, str):
             problems.append((_path(key), "must be a string"))

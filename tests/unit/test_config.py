@@ -9,6 +9,7 @@ import pytest
 
 from fleet.config import ConfigError
 from tests.conftest import (
+    SENTINEL_TOKEN,
     committed_stack_config,
     completed_stack_config,
     fake_host_key,
@@ -228,3 +229,36 @@ def test_github_enterprise_server_urls():
     assert "API_URL=https://ghe.example.com/api/v3\n" in create
     assert "REGISTRATION_URL=https://ghe.example.com/ops/infra\n" in create
     assert run.outputs["runners"]["Serotonin-paws360"]["unit"] == "actions.runner._services.Serotonin-paws360.service"
+
+
+def test_config_passed_as_the_language_host_does(monkeypatch):
+    """A real `pulumi up` hands config to the program in PULUMI_CONFIG and the secret keys in
+    PULUMI_CONFIG_SECRET_KEYS, not through set_all_config."""
+    import json
+
+    config = completed_stack_config("production")
+    env = {f"runner-fleet:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(env))
+    monkeypatch.setenv(
+        "PULUMI_CONFIG_SECRET_KEYS", json.dumps(["runner-fleet:githubToken", "runner-fleet:sshPrivateKey"])
+    )
+    run = run_program({}, "production", secret_keys=[])
+    assert len(run.commands()) == 16
+    registration = run.by_name("Serotonin-paws360-registration")
+    assert registration.inputs["stdin"] != SENTINEL_TOKEN  # arrives secret-wrapped
+
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(["runner-fleet:sshPrivateKey"]))
+    with pytest.raises(ConfigError, match="runner-fleet:githubToken: must be a secret"):
+        run_program({}, "production", secret_keys=[])
+
+
+def test_long_stack_names_need_an_explicit_runner_user():
+    config = completed_stack_config("production")
+    for i, host in enumerate(config["hosts"]):  # another fleet: no overlap with the committed stacks
+        host["address"] = f"10.1.0.{i + 1}"
+        host["runners"][0]["name"] += "-eu"
+    message = problems_of(config, "production-eu-west-datacenter-1")
+    assert "runner-fleet:hosts[0].runnerUser: is required: the stack name gives no valid user name" in message
+    for host in config["hosts"]:
+        host["runnerUser"] = "gha-prod-eu"
+    assert run_program(config, "production-eu-west-datacenter-1").commands()
