@@ -29,10 +29,14 @@ if [[ ! -x "$binary" || ! -f "$marker" || "$(cat "$marker")" != "$EXPORTER_SHA25
 fi
 install -d -m 0755 "$TEXTFILE_DIR"
 
+# A restart owed by an earlier run that was killed half-way is remembered in a marker.
+pending="$EXPORTER_DIR/.restart-pending"
+[[ "$changed" == true ]] && touch "$pending"
 if write_if_changed "/etc/systemd/system/$UNIT" 0644 "$UNIT_CONTENT"; then
-  systemctl daemon-reload
-  changed=true
+  touch "$pending"
 fi
+[[ -f "$pending" ]] && changed=true
+systemctl daemon-reload
 systemctl enable --quiet "$UNIT"
 if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
   if ! systemctl is-active --quiet "$UNIT" && curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/" 2>/dev/null; then
@@ -40,6 +44,7 @@ if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
   fi
   systemctl restart "$UNIT"
 fi
+rm -f -- "$pending"
 
 for _ in $(seq 1 30); do
   # Read the whole page first: `curl | grep -q` under pipefail fails when grep stops reading early.

@@ -22,6 +22,16 @@ glob="$TARGETS_DIR/*.json"
 if grep -Eq "^[[:space:]]*-?[[:space:]]*job_name:[[:space:]]*[\"']?${JOB_NAME}[\"']?[[:space:]]*(#.*)?$" "$CONFIG_PATH"; then
   grep -Fq "$glob" "$CONFIG_PATH" ||
     die "job '$JOB_NAME' exists in $CONFIG_PATH but does not read $glob; add it to the job's file_sd_configs files"
+  # The file has it; does the running Prometheus? (An earlier run may have been killed between
+  # moving the file into place and the reload.)
+  running=$(curl -fsS --max-time 5 "$PROM_URL/api/v1/status/config" 2>/dev/null || true)
+  if [[ -n "$running" && "$running" != *"job_name: $JOB_NAME"* ]]; then
+    check=$("$PROMTOOL" check config "$CONFIG_PATH" 2>&1) || die "promtool rejects $CONFIG_PATH; not reloading:
+$check"
+    systemctl reload "$SERVICE"
+    say "Prometheus job '$JOB_NAME' present in $CONFIG_PATH; Prometheus reloaded to pick it up"
+    exit 0
+  fi
   say "Prometheus job '$JOB_NAME' present in $CONFIG_PATH"
   exit 0
 fi

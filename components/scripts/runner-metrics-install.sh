@@ -10,10 +10,10 @@ set -euo pipefail
 
 install -d -m 0755 "$CONF_DIR" "$TEXTFILE_DIR"
 write_if_changed "$COLLECTOR_PATH" 0755 "$COLLECTOR" || true
-reload=false
-write_if_changed "/etc/systemd/system/$SERVICE_UNIT" 0644 "$SERVICE_CONTENT" && reload=true
-write_if_changed "/etc/systemd/system/$TIMER_UNIT" 0644 "$TIMER_CONTENT" && reload=true
-[[ "$reload" == true ]] && systemctl daemon-reload
+write_if_changed "/etc/systemd/system/$SERVICE_UNIT" 0644 "$SERVICE_CONTENT" || true
+write_if_changed "/etc/systemd/system/$TIMER_UNIT" 0644 "$TIMER_CONTENT" || true
+# Always: a run killed between writing a unit and reloading must not leave systemd behind.
+systemctl daemon-reload
 systemctl enable --quiet "$TIMER_UNIT"
 systemctl start "$TIMER_UNIT"
 timeout 60 systemctl start "$SERVICE_UNIT" ||

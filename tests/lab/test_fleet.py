@@ -313,7 +313,12 @@ def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
     assert snapshot(fleet)["runner-a"] == production_before["runner-a"]
     for h, u in RUNNER_UNITS.values():
         assert fleet.lab.run_on(h, f"systemctl is-active {u}")[1].strip() == "active"
-    assert 'github_runner_online{runner="lab-secondary"} 1' in scrape(fleet, "runner-b", 9101)
+    # (eventually: a listener may be between two long-polls of a busy double at this instant)
+    wait_for(
+        lambda: 'github_runner_online{runner="lab-secondary"} 1' in scrape(fleet, "runner-b", 9101),
+        timeout=30,
+        what="production's secondary online",
+    )
     wait_for(
         lambda: [t["health"] for t in fleet.prometheus_targets() if t["scrapePool"] == "github-runner-health"]
         == ["up", "up"],

@@ -154,6 +154,7 @@ def prometheus_host(tmp_path):
         f'  */metrics) echo "prometheus_config_last_reload_successful 1";'
         f' echo "prometheus_config_last_reload_success_timestamp_seconds $(cat {state}/reloads)" ;;\n'
         f"  */api/v1/targets*) cat {state}/targets.json 2>/dev/null ;;\n"
+        f"  */api/v1/status/config) cat {state}/running-config 2>/dev/null ;;\n"
         "esac\n",
     )
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
@@ -203,10 +204,19 @@ def test_job_is_inserted_without_disturbing_the_rest(prometheus_host, fixture):
     check = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
+    (state / "running-config").write_text('{"data":{"yaml":"scrape_configs:\\n- job_name: github-runner-health\\n"}}')
     again = _run_job_script(tmp_path, env, config)
     assert again.returncode == 0 and "present" in again.stdout
     assert config.read_text().splitlines() == new
     assert (state / "reloads").read_text().strip() == "1"  # no second reload
+
+    # A run killed after moving the file into place but before the reload: the next run notices
+    # that the running Prometheus lacks the job and reloads.
+    (state / "running-config").write_text('{"data":{"yaml":"scrape_configs:\\n- job_name: node\\n"}}')
+    healed = _run_job_script(tmp_path, env, config)
+    assert healed.returncode == 0 and "reloaded to pick it up" in healed.stdout
+    assert (state / "reloads").read_text().strip() == "2"
+    assert config.read_text().splitlines() == new
 
 
 @needs_promtool
