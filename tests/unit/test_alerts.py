@@ -4,15 +4,15 @@ the fleet's real metrics and target labels."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
+from tests.conftest import needs
+
 RULES = Path(__file__).resolve().parents[2] / "monitoring" / "runner-fleet-alerts.yml"
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+pytestmark = needs("promtool")
 
 LABELS = 'job="github-runner-health", environment="production", host="{host}", role="{role}", instance="{inst}"'
 PRIMARY = LABELS.format(host="Serotonin-paws360", role="primary", inst="192.168.0.13:9102")

@@ -16,12 +16,12 @@ import pytest
 from components import shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
-from tests.conftest import completed_stack_config, run_program, unwrap
+from tests.conftest import IN_CI, completed_stack_config, needs, run_program, unwrap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
-needs_shellcheck = pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+needs_shellcheck = needs("shellcheck")
+needs_promtool = needs("promtool")
 
 
 @needs_shellcheck
@@ -186,7 +186,7 @@ def _run_job_script(tmp_path: Path, env: dict, config: Path, manage: bool = True
 def test_job_is_inserted_without_disturbing_the_rest(prometheus_host, fixture):
     tmp_path, state, env = prometheus_host
     source = FIXTURES / "prometheus.yml" if fixture == "fixture" else Path("/etc/prometheus/prometheus.yml")
-    if not source.exists():
+    if not source.exists() and not IN_CI:
         pytest.skip("Debian's prometheus.yml is not installed")
     config = tmp_path / "prometheus.yml"
     shutil.copy(source, config)
@@ -351,7 +351,7 @@ def test_every_shell_script_in_the_repository_passes_shellcheck():
         and (project / name).read_bytes()[:2] == b"#!"
         and (project / name).read_text(errors="replace").split("\n", 1)[0].endswith(("bash", "/sh"))
     ]
-    if not scripts:
+    if not scripts and not IN_CI:
         pytest.skip("not a git checkout")
     assert len(scripts) >= 20
     result = subprocess.run(
