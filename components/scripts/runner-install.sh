@@ -5,11 +5,12 @@
 # Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER RUNNER_VERSION RUNNER_URL RUNNER_SHA256
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${RUNNER_VERSION:?}" "${RUNNER_URL:?}" "${RUNNER_SHA256:?}"
+# @include lib.sh
 
 marker="$RUNNER_DIR/.runner-fleet-release"
 want="$RUNNER_VERSION $RUNNER_SHA256 $RUNNER_USER"
 if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
-  echo "runner-fleet: $RUNNER_NAME: runner $RUNNER_VERSION already installed"
+  say "$RUNNER_NAME: runner $RUNNER_VERSION already installed"
   exit 0
 fi
 
@@ -18,13 +19,11 @@ rm -rf -- "$download"
 install -d -m 0700 -o root -g root "$download"
 trap 'rm -rf -- "$download"' EXIT
 tarball="$download/runner.tar.gz"
-echo "runner-fleet: $RUNNER_NAME: downloading runner $RUNNER_VERSION from $RUNNER_URL"
+say "$RUNNER_NAME: downloading runner $RUNNER_VERSION from $RUNNER_URL"
 timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$tarball" "$RUNNER_URL"
 got=$(sha256sum "$tarball" | cut -d' ' -f1)
-if [[ "$got" != "$RUNNER_SHA256" ]]; then
-  echo "runner-fleet: $RUNNER_NAME: checksum mismatch for $RUNNER_URL: expected $RUNNER_SHA256, got $got; nothing was installed" >&2
-  exit 1
-fi
+[[ "$got" == "$RUNNER_SHA256" ]] ||
+  die "$RUNNER_NAME: checksum mismatch for $RUNNER_URL: expected $RUNNER_SHA256, got $got; nothing was installed"
 
 # An upgrade replaces files under a running service: stop it, and start it again afterwards.
 unit=""
@@ -33,7 +32,7 @@ if [[ -f "$RUNNER_DIR/.service" ]]; then
 fi
 restart=false
 if [[ -n "$unit" ]] && systemctl is-active --quiet "$unit"; then
-  echo "runner-fleet: $RUNNER_NAME: stopping $unit for the upgrade"
+  say "$RUNNER_NAME: stopping $unit for the upgrade"
   timeout 330 systemctl stop "$unit"
   restart=true
 fi
@@ -47,4 +46,4 @@ mv -f "$marker.tmp" "$marker"
 if [[ "$restart" == true ]]; then
   systemctl start "$unit"
 fi
-echo "runner-fleet: $RUNNER_NAME: runner $RUNNER_VERSION installed in $RUNNER_DIR"
+say "$RUNNER_NAME: runner $RUNNER_VERSION installed in $RUNNER_DIR"

@@ -3,10 +3,11 @@
 # Inputs: RUNNER_NAME RUNNER_DIR INSTALL_ROOT
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${INSTALL_ROOT:?}"
+# @include lib.sh
 
 case "$RUNNER_DIR" in
   "$INSTALL_ROOT"/runners/?*) ;;
-  *) echo "runner-fleet: refusing to delete $RUNNER_DIR: not under $INSTALL_ROOT/runners" >&2; exit 1 ;;
+  *) die "refusing to delete $RUNNER_DIR: not under $INSTALL_ROOT/runners" ;;
 esac
 rm -rf -- "$RUNNER_DIR" "$RUNNER_DIR.download"
-echo "runner-fleet: $RUNNER_NAME: removed $RUNNER_DIR"
+say "$RUNNER_NAME: removed $RUNNER_DIR"

@@ -4,11 +4,12 @@
 # Inputs: RUNNER_USER INSTALL_ROOT STATE_ROOT
 set -euo pipefail
 : "${RUNNER_USER:?}" "${INSTALL_ROOT:?}" "${STATE_ROOT:?}"
+# @include lib.sh
 
 if id -u "$RUNNER_USER" >/dev/null 2>&1; then
   # --force: a job process left behind by the runner's KillMode=process must not block removal.
   userdel --force "$RUNNER_USER"
-  echo "runner-fleet: removed user $RUNNER_USER"
+  say "removed user $RUNNER_USER"
 fi
 rm -rf -- "${STATE_ROOT:?}/home"
 rmdir --ignore-fail-on-non-empty -- "$INSTALL_ROOT/runners" "$INSTALL_ROOT" "$STATE_ROOT" 2>/dev/null || true

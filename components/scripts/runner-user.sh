@@ -3,15 +3,16 @@
 # Inputs: RUNNER_USER INSTALL_ROOT STATE_ROOT
 set -euo pipefail
 : "${RUNNER_USER:?}" "${INSTALL_ROOT:?}" "${STATE_ROOT:?}"
+# @include lib.sh
 
 home="$STATE_ROOT/home"
 install -d -m 0755 -o root -g root "$INSTALL_ROOT" "$STATE_ROOT"
 if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
   useradd --system --user-group --create-home --home-dir "$home" --shell /bin/bash \
     --comment "runner-fleet GitHub Actions runner" "$RUNNER_USER"
-  echo "runner-fleet: created user $RUNNER_USER"
+  say "created user $RUNNER_USER"
 else
-  echo "runner-fleet: user $RUNNER_USER exists"
+  say "user $RUNNER_USER exists"
 fi
 install -d -m 0750 -o "$RUNNER_USER" -g "$RUNNER_USER" "$home"
 install -d -m 0755 -o root -g root "$INSTALL_ROOT/runners"
