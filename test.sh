@@ -36,5 +36,9 @@ fi
 [[ $EUID -eq 0 ]] || { echo "test.sh: the lab needs root (systemd-nspawn, bridge); use --unit otherwise" >&2; exit 1; }
 # Whatever happens, leave no lab behind.
 trap '.venv/bin/python -m lab.hosts down >/dev/null 2>&1 || true' EXIT
+# The lab serves Debian's node exporter, fetched with `apt-get download`: it needs package lists.
+if ! apt-cache policy prometheus-node-exporter 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  apt-get update -q
+fi
 .venv/bin/python -m lab.hosts build
 .venv/bin/python -m pytest tests/unit tests/lab
