@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,6 @@ class LabFleet:
     artifacts: dict[str, Any]
     pat: str
     state_dir: Path
-    double_pid: int | None = None
-    reports: list[Any] = field(default_factory=list)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -152,7 +150,6 @@ class LabFleet:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.double_pid = process.pid
         (self.state_dir / "github-double.pid").write_text(str(process.pid))
         for _ in range(100):
             try:
@@ -228,7 +225,7 @@ class LabFleet:
         """Carry out the program for `stack` with the executor (pulumi up/preview/destroy)."""
         from lab.executor import run_program
 
-        report = run_program(
+        return run_program(
             project_dir=PROJECT_DIR,
             stack=stack,
             config=config if config is not None else self.config(layout),
@@ -237,8 +234,6 @@ class LabFleet:
             mode=mode,
             log=log,
         )
-        self.reports.append(report)
-        return report
 
     # --- inspection ----------------------------------------------------------------------
 
