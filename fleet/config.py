@@ -51,11 +51,6 @@ SECRET_KEYS = ("githubToken", "sshPrivateKey")
 OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter")
 KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS)
 
-# uname -m per runner arch, and the Go arch name node_exporter's releases use.
-UNAME_ARCH = {"x64": "x86_64", "arm64": "aarch64"}
-GO_ARCH = {"x64": "amd64", "arm64": "arm64"}
-ARCH_LABEL = {"x64": "X64", "arm64": "ARM64"}
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -73,6 +68,15 @@ _HOST_KEY_TYPES = (
     "ecdsa-sha2-nistp384",
     "ecdsa-sha2-nistp521",
 )
+
+
+def __getattr__(name: str) -> Any:
+    """Arch tables moved to components.arch; old importers of fleet.config keep working."""
+    if name in ("ARCH_LABEL", "GO_ARCH", "UNAME_ARCH"):
+        from components import arch
+
+        return getattr(arch, name)
+    raise AttributeError(name)
 
 
 class ConfigError(RunError):
@@ -234,6 +238,8 @@ class Artifact(_Model):
     url_template: UrlTemplate
 
     def url(self, arch: str) -> str:
+        from components.arch import GO_ARCH
+
         return self.url_template.format(version=self.version, arch=arch, goarch=GO_ARCH[arch])
 
     def checksum(self, arch: str) -> str:
@@ -530,6 +536,8 @@ def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
 
 def _semantic_problems(values: dict[str, Any], stack: str) -> list[tuple[str, str]]:
     """Cross-field rules, checked on the raw data so they are reported alongside type errors."""
+    from components.arch import ARCH_LABEL
+
     problems: list[tuple[str, str]] = []
     hosts = values.get("hosts")
     github = values.get("github") if isinstance(values.get("github"), dict) else {}
