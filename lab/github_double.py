@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DOCS_URL = "https://docs.github.com/rest"
 TOKEN_TTL_SECONDS = 3600
@@ -68,6 +68,45 @@ _EXPORTER_RELEASE_PATH = re.compile(
     r"^/prometheus/node_exporter/releases/download/v(?P<version>[^/]+)/(?P<file>[^/]+)$"
 )
 _SCOPE = r"(?P<scope>repos/[^/]+/[^/]+|orgs/[^/]+)"
+# The URL fields of GitHub's repository object: field and path below /repos/{owner}/{repo}.
+_REPO_URLS = """
+archive_url {archive_format}{/ref}
+assignees_url assignees{/user}
+blobs_url git/blobs{/sha}
+branches_url branches{/branch}
+collaborators_url collaborators{/collaborator}
+comments_url comments{/number}
+commits_url commits{/sha}
+compare_url compare/{base}...{head}
+contents_url contents/{+path}
+contributors_url contributors
+deployments_url deployments
+downloads_url downloads
+events_url events
+forks_url forks
+git_commits_url git/commits{/sha}
+git_refs_url git/refs{/sha}
+git_tags_url git/tags{/sha}
+hooks_url hooks
+issue_comment_url issues/comments{/number}
+issue_events_url issues/events{/number}
+issues_url issues{/number}
+keys_url keys{/key_id}
+labels_url labels{/name}
+languages_url languages
+merges_url merges
+milestones_url milestones{/number}
+notifications_url notifications{?since,all,participating}
+pulls_url pulls{/number}
+releases_url releases{/id}
+stargazers_url stargazers
+statuses_url statuses/{sha}
+subscribers_url subscribers
+subscription_url subscription
+tags_url tags
+teams_url teams
+trees_url git/trees{/sha}
+"""
 _NAME_OK = re.compile(r"^[^\s,]{1,256}$")
 
 
@@ -124,6 +163,30 @@ class ApiError(Exception):
 
 def _not_found() -> ApiError:
     return ApiError(404, "Not Found")
+
+
+def _invalid(*errors: str, message: str = "Validation Failed") -> ApiError:
+    """422 in GitHub's validation-error-simple shape: `errors` is an array of strings."""
+    return ApiError(422, message, {"errors": list(errors)})
+
+
+def _page_params(query: dict[str, str]) -> tuple[int, int]:
+    """(per_page, page) as GitHub reads them: per_page defaults to 30 and is capped at 100 without
+    an error; a page below 1 or a value that is not a number counts as the default."""
+
+    def number(key: str, default: int) -> int:
+        try:
+            value = int(query.get(key, "") or default)
+        except ValueError:
+            return default
+        return value if value >= 1 else default
+
+    return min(number("per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE), number("page", 1)
+
+
+def _node_id(prefix: str, name: str) -> str:
+    """A stable GraphQL-style node id (`R_kgDO…` on GitHub)."""
+    return f"{prefix}_kgDO" + base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()[:9]).decode()
 
 
 @dataclass
@@ -207,6 +270,7 @@ class GitHubDouble:
         offline_after: float = DEFAULT_OFFLINE_AFTER,
         state_file: Path | str | None = None,
         tenant_style: str = "dotcom",
+        runner_admin_flow: bool = False,
         log: Callable[[str], None] | None = None,
     ):
         if tenant_style not in ("dotcom", "ghes"):
@@ -217,7 +281,10 @@ class GitHubDouble:
         self.offline_after = float(offline_after)
         self.state_file = Path(state_file) if state_file else None
         self.tenant_style = tenant_style
+        # What runner-registration answers as `use_v2_flow`: GitHub's choice of registration flow.
+        self.runner_admin_flow = bool(runner_admin_flow)
         self.clock = Clock()
+        self._epoch = self.clock.now()  # created_at/updated_at of repositories and organizations
         self._log = log
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -304,24 +371,28 @@ class GitHubDouble:
             self._calls.clear()
 
     def add_repo(self, full_name: str) -> None:
+        """Names are not case sensitive on GitHub: adding `Octo/Repo` when `octo/repo` exists is a no-op."""
         if not re.fullmatch(r"[^/\s]+/[^/\s]+", full_name):
             raise ValueError(f"{full_name!r} is not owner/repo")
         with self._lock:
-            self._repos.add(full_name)
-            self._save()
+            if self._canonical(f"repos/{full_name}") is None:
+                self._repos.add(full_name)
+                self._save()
 
     def add_org(self, login: str) -> None:
         if not re.fullmatch(r"[^/\s]+", login):
             raise ValueError(f"{login!r} is not an organization login")
         with self._lock:
-            self._orgs.add(login)
-            self._org_groups(login)
-            self._save()
+            if self._canonical(f"orgs/{login}") is None:
+                self._orgs.add(login)
+                self._org_groups(login)
+                self._save()
 
     def add_runner_group(self, org: str, name: str, visibility: str = "all") -> int:
         with self._lock:
-            if org not in self._orgs:
+            if self._canonical(f"orgs/{org}") is None:
                 self.add_org(org)
+            org = scope_name(self._require_scope(f"orgs/{org}"))
             groups = self._org_groups(org)
             for g in groups.values():
                 if g.name.lower() == name.lower():
@@ -340,9 +411,8 @@ class GitHubDouble:
         default_labels: bool = True,
     ) -> int:
         """Register a runner directly (no stand-in): for list/pagination/label tests."""
-        scope = self._scope_of(repo, org)
         with self._cond:
-            self._require_scope(scope)
+            scope = self._require_scope(self._scope_of(repo, org))
             if self._find(scope, name):
                 raise ValueError(f"runner {name!r} already exists in {scope}")
             system = ["self-hosted", "Linux", "X64"] if default_labels else []
@@ -413,6 +483,10 @@ class GitHubDouble:
                 "runners": [self._state_runner(r) for r in sorted(self._runners.values(), key=lambda r: r.id)],
             }
 
+    def options(self) -> dict[str, Any]:
+        """Instance options a test may change while the double runs (`/_double/options`)."""
+        return {"runner_admin_flow": self.runner_admin_flow, "tenant_style": self.tenant_style}
+
     def runner(self, name: str, scope: str | None = None) -> dict[str, Any]:
         with self._lock:
             return self._state_runner(self._by_name(name, scope))
@@ -433,13 +507,26 @@ class GitHubDouble:
             raise ValueError("give exactly one of repo='owner/name' or org='login'")
         return f"repos/{repo}" if repo else f"orgs/{org}"
 
-    def _scope_exists(self, scope: str) -> bool:
-        kind, name = scope.split("/", 1)
-        return name in (self._repos if kind == "repos" else self._orgs)
+    def _canonical(self, scope: str) -> str | None:
+        """The scope as it was created, found ignoring case (owner, repository and organization
+        names are not case sensitive on GitHub); None if there is no such repository/org."""
+        kind, _, name = scope.partition("/")
+        if kind not in ("repos", "orgs") or not name:
+            return None
+        wanted = name.lower()
+        for known in self._repos if kind == "repos" else self._orgs:
+            if known.lower() == wanted:
+                return f"{kind}/{known}"
+        return None
 
-    def _require_scope(self, scope: str) -> None:
-        if not self._scope_exists(scope):
+    def _scope_exists(self, scope: str) -> bool:
+        return self._canonical(scope) is not None
+
+    def _require_scope(self, scope: str) -> str:
+        canonical = self._canonical(scope)
+        if canonical is None:
             raise ValueError(f"{scope} is not known to the double")
+        return canonical
 
     def _find(self, scope: str, name: str) -> Runner | None:
         for r in self._runners.values():
@@ -448,6 +535,8 @@ class GitHubDouble:
         return None
 
     def _by_name(self, name: str, scope: str | None) -> Runner:
+        if scope is not None:
+            scope = self._canonical(scope) or scope
         found = [
             r for r in self._runners.values() if r.name.lower() == name.lower() and (scope is None or r.scope == scope)
         ]
@@ -482,6 +571,8 @@ class GitHubDouble:
             "busy": r.busy,
             "ephemeral": r.ephemeral,
             "labels": [asdict(label) for label in r.labels],
+            # "only set if the runner has connected to the service at least once" (the description)
+            "version": r.version or None,
         }
         if r.scope.startswith("orgs/"):
             body["runner_group_id"] = r.group_id
@@ -518,11 +609,22 @@ class GitHubDouble:
             return f"/_services/pipelines/{safe}"
         return f"/{safe}"
 
-    def _scope_for_tenant_base(self, base: str) -> str | None:
+    def _broker_base(self, scope: str) -> str:
+        """Path of the runner-admin flow's `server_url` (the real runner's broker, serverUrlV2): the
+        same private session protocol as the runner service, at its own path."""
+        return "/_broker/" + re.sub(r"[^0-9A-Za-z._-]", "-", scope_name(scope))
+
+    def _scope_for_tenant_base(self, base: str) -> tuple[str, bool] | None:
+        """(scope, is-broker) for the path in front of the runner-service API."""
         for scope in [f"repos/{r}" for r in self._repos] + [f"orgs/{o}" for o in self._orgs]:
             if self._tenant_base(scope) == base:
-                return scope
+                return scope, False
+            if self._broker_base(scope) == base:
+                return scope, True
         return None
+
+    def _authorization_url(self, r: Runner) -> str:
+        return f"{self.url}{self._tenant_base(r.scope)}/_apis/oauth2/token/{r.client_id}"
 
     def _delete_runner(self, r: Runner) -> None:
         self._runners.pop(r.id, None)
@@ -628,6 +730,7 @@ class GitHubDouble:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._lock:
             kind, digest, client_id = self._credential(headers.get("authorization"))
+        scheme = (headers.get("authorization") or "").strip().partition(" ")[0].lower()
         if path.startswith("/_double/"):
             try:
                 return self._control(method, path, query, body)
@@ -638,7 +741,7 @@ class GitHubDouble:
         runner_name: str | None = None
         try:
             if path.startswith("/api/v3/") or path == "/api/v3":
-                resp = self._api(method, path[len("/api/v3") :] or "/", query, body, kind, digest)
+                resp = self._api(method, path[len("/api/v3") :] or "/", query, body, kind, digest, scheme)
             elif STANDIN_API in path + "/":
                 resp, runner_name = self._tenant(method, path, query, body, kind, digest, client_id)
             elif method in ("GET", "HEAD"):
@@ -679,74 +782,226 @@ class GitHubDouble:
 
     # REST -----------------------------------------------------------------------------------
 
-    def _api(self, method: str, path: str, query: dict, body: bytes, kind: str, digest: str | None) -> Response:
+    def _api(
+        self, method: str, path: str, query: dict, body: bytes, kind: str, digest: str | None, scheme: str
+    ) -> Response:
         if path == "/actions/runner-registration" and method == "POST":
             return self._runner_registration(body, kind, digest)
+        if path == "/actions/runners/register" and method == "POST":
+            return self._runner_admin_register(body, kind, digest, scheme)
         if kind == "none":
             raise ApiError(401, "Requires authentication")
-        if kind != "pat":
+        # The runner-admin flow authenticates its few calls with the registration/remove token
+        # itself (`RemoteAuth <token>`, RunnerDotcomServer.cs); anywhere else such a token is no
+        # REST credential.
+        admin = scheme == "remoteauth" and kind.removeprefix("expired-") in ("registration-token", "remove-token")
+        if kind != "pat" and not admin:
             raise ApiError(401, "Bad credentials")
         with self._cond:
-            m = re.fullmatch(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", path)
-            if m and method == "GET":
-                return self._repo_json(f"{m['o']}/{m['r']}")
-            m = re.fullmatch(r"/orgs/(?P<o>[^/]+)", path)
-            if m and method == "GET":
-                if m["o"] not in self._orgs:
-                    raise _not_found()
-                return Response(200, {"login": m["o"], "id": _stable_id(m["o"]), "type": "Organization"})
-            m = re.fullmatch(r"/orgs/(?P<o>[^/]+)/actions/runner-groups(?:/(?P<gid>\d+))?", path)
-            if m:
-                return self._runner_groups(method, m["o"], m["gid"], query, body)
-            m = re.fullmatch(rf"/{_SCOPE}/actions/runners(?P<rest>/.*)?", path)
+            if not admin:
+                m = re.fullmatch(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", path)
+                if m and method == "GET":
+                    return self._repo_json(f"{m['o']}/{m['r']}")
+                m = re.fullmatch(r"/orgs/(?P<o>[^/]+)", path)
+                if m and method == "GET":
+                    return self._org_json(m["o"])
+            m = re.fullmatch(rf"/{_SCOPE}/actions/(?P<what>runners|runner-groups)(?P<rest>/.*)?", path)
             if not m:
                 raise _not_found()
-            scope, rest = m["scope"], m["rest"] or ""
-            if not self._scope_exists(scope):
+            scope = self._canonical(m["scope"])
+            if scope is None:
                 raise _not_found()
+            rest = m["rest"] or ""
+            if admin:
+                token = self._tokens.get(digest or "")
+                allowed = {
+                    ("GET", "runner-groups", False): "registration",
+                    ("GET", "runners", False): "registration",
+                    ("DELETE", "runners", True): "remove",
+                }.get((method, m["what"], bool(re.fullmatch(r"/\d+", rest))))
+                if rest and not re.fullmatch(r"/\d+", rest):
+                    allowed = None
+                if (
+                    allowed is None
+                    or token is None
+                    or kind.startswith("expired-")
+                    or token.kind != allowed
+                    or token.scope != scope
+                ):
+                    raise _not_found()
+            if m["what"] == "runner-groups":
+                if scope.startswith("repos/"):
+                    if not admin:
+                        raise _not_found()  # no public REST call; only the runner-admin flow asks
+                    if rest or method != "GET":
+                        raise _not_found()
+                    default = {"id": 1, "name": "Default", "default": True, "is_hosted": False}
+                    return Response(200, {"total_count": 1, "runner_groups": [default]})
+                return self._runner_groups(method, scope_name(scope), rest.strip("/") or None, query, body, admin)
             return self._runners_api(method, scope, rest, query, body)
 
+    def _user_json(self, login: str, kind: str) -> dict[str, Any]:
+        """GitHub's simple-user object for an owner (an organization here)."""
+        api = f"{self.api_url}/users/{login}"
+        return {
+            "login": login,
+            "id": _stable_id(login),
+            "node_id": _node_id("O" if kind == "Organization" else "U", login),
+            "avatar_url": f"{self.url}/avatars/u/{_stable_id(login)}",
+            "gravatar_id": "",
+            "url": api,
+            "html_url": f"{self.url}/{login}",
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
+            "type": kind,
+            "site_admin": False,
+        }
+
     def _repo_json(self, full: str) -> Response:
-        if full not in self._repos:
+        """GitHub's full-repository object: every field the description requires, with the names
+        as they were created (the request may differ in case)."""
+        scope = self._canonical(f"repos/{full}")
+        if scope is None:
             raise _not_found()
+        full = scope_name(scope)
         owner, name = full.split("/")
+        api = f"{self.api_url}/repos/{full}"
+        created = _iso(self._epoch)
+        host = urlsplit(self.url).netloc
+        body: dict[str, Any] = {
+            "id": _stable_id(full),
+            "node_id": _node_id("R", full),
+            "name": name,
+            "full_name": full,
+            "owner": self._user_json(owner, "Organization" if self._canonical(f"orgs/{owner}") else "User"),
+            "private": True,
+            "visibility": "private",
+            "html_url": f"{self.url}/{full}",
+            "description": None,
+            "fork": False,
+            "url": api,
+            "homepage": None,
+            "language": None,
+            "forks_count": 0,
+            "forks": 0,
+            "stargazers_count": 0,
+            "watchers_count": 0,
+            "watchers": 0,
+            "size": 0,
+            "default_branch": "main",
+            "open_issues_count": 0,
+            "open_issues": 0,
+            "is_template": False,
+            "topics": [],
+            "has_issues": True,
+            "has_projects": True,
+            "has_wiki": True,
+            "has_pages": False,
+            "has_downloads": True,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "mirror_url": None,
+            "license": None,
+            "pushed_at": created,
+            "created_at": created,
+            "updated_at": created,
+            "permissions": {"admin": True, "maintain": True, "push": True, "triage": True, "pull": True},
+            "allow_forking": False,
+            "web_commit_signoff_required": False,
+            "network_count": 0,
+            "subscribers_count": 0,
+            "git_url": f"git://{host}/{full}.git",
+            "ssh_url": f"git@{urlsplit(self.url).hostname}:{full}.git",
+            "clone_url": f"{self.url}/{full}.git",
+            "svn_url": f"{self.url}/{full}",
+        }
+        for line in _REPO_URLS.strip().splitlines():
+            key, suffix = line.split()
+            body[key] = f"{api}/{suffix}" if suffix != "-" else api
+        return Response(200, body)
+
+    def _org_json(self, login: str) -> Response:
+        """GitHub's organization-full object (every required field), with the login as created."""
+        scope = self._canonical(f"orgs/{login}")
+        if scope is None:
+            raise _not_found()
+        login = scope_name(scope)
+        api = f"{self.api_url}/orgs/{login}"
+        created = _iso(self._epoch)
+        repos = sum(1 for r in self._repos if r.split("/")[0].lower() == login.lower())
         return Response(
             200,
             {
-                "id": _stable_id(full),
-                "name": name,
-                "full_name": full,
-                "private": True,
-                "owner": {"login": owner},
-                "html_url": f"{self.url}/{full}",
-                "permissions": {"admin": True, "push": True, "pull": True},
+                "login": login,
+                "id": _stable_id(login),
+                "node_id": _node_id("O", login),
+                "url": api,
+                "repos_url": f"{api}/repos",
+                "events_url": f"{api}/events",
+                "hooks_url": f"{api}/hooks",
+                "issues_url": f"{api}/issues",
+                "members_url": f"{api}/members{{/member}}",
+                "public_members_url": f"{api}/public_members{{/member}}",
+                "avatar_url": f"{self.url}/avatars/u/{_stable_id(login)}",
+                "description": None,
+                "html_url": f"{self.url}/{login}",
+                "has_organization_projects": True,
+                "has_repository_projects": True,
+                "public_repos": 0,
+                "public_gists": 0,
+                "followers": 0,
+                "following": 0,
+                "type": "Organization",
+                "total_private_repos": repos,
+                "owned_private_repos": repos,
+                "created_at": created,
+                "updated_at": created,
+                "archived_at": None,
             },
         )
 
-    def _runner_groups(self, method: str, org: str, gid: str | None, query: dict, body: bytes) -> Response:
-        if org not in self._orgs:
-            raise _not_found()
+    def _runner_groups(
+        self, method: str, org: str, gid: str | None, query: dict, body: bytes, admin: bool = False
+    ) -> Response:
         groups = self._org_groups(org)
         if gid is None and method == "GET":
-            items = [self._group_json(org, g) for g in sorted(groups.values(), key=lambda g: g.id)]
-            return Response(200, {"total_count": len(items), "runner_groups": items})
+            items = [self._group_json(org, g, admin) for g in sorted(groups.values(), key=lambda g: g.id)]
+            per_page, page = _page_params(query)
+            start = (page - 1) * per_page
+            headers = self._links(f"orgs/{org}/actions/runner-groups", query, per_page, page, len(items))
+            return Response(200, {"total_count": len(items), "runner_groups": items[start : start + per_page]}, headers)
+        if admin:
+            raise _not_found()
         if gid is None and method == "POST":
             data = self._json(body)
-            name = data.get("name")
+            name = data.get("name") if isinstance(data, dict) else None
             if not isinstance(name, str) or not name.strip():
-                raise ApiError(422, "Validation Failed", {"errors": [{"field": "name", "code": "missing_field"}]})
+                raise _invalid("name is missing")
+            visibility = data.get("visibility", "all")
+            if visibility not in ("all", "selected", "private"):
+                raise _invalid(f"visibility {visibility!r} is not one of all, selected, private")
             if any(g.name.lower() == name.lower() for g in groups.values()):
-                raise ApiError(422, "Validation Failed", {"errors": [{"field": "name", "code": "already_exists"}]})
-            new_id = self.add_runner_group(org, name, data.get("visibility", "all"))
+                raise _invalid(f"a runner group named {name!r} already exists")
+            new_id = self.add_runner_group(org, name, visibility)
             return Response(201, self._group_json(org, groups[new_id]))
-        group = groups.get(int(gid)) if gid else None
+        if not gid or not gid.isdigit():
+            raise _not_found()
+        group = groups.get(int(gid))
         if group is None:
             raise _not_found()
         if method == "GET":
             return Response(200, self._group_json(org, group))
         if method == "DELETE":
             if group.default:
-                raise ApiError(422, "The default runner group cannot be deleted")
+                raise _invalid("The default runner group cannot be deleted")
             for r in self._runners.values():
                 if r.scope == f"orgs/{org}" and r.group_id == group.id:
                     r.group_id = 1
@@ -755,8 +1010,8 @@ class GitHubDouble:
             return Response(204)
         raise _not_found()
 
-    def _group_json(self, org: str, g: Group) -> dict[str, Any]:
-        return {
+    def _group_json(self, org: str, g: Group, admin: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "id": g.id,
             "name": g.name,
             "visibility": g.visibility,
@@ -764,7 +1019,15 @@ class GitHubDouble:
             "runners_url": f"{self.api_url}/orgs/{org}/actions/runner-groups/{g.id}/runners",
             "inherited": False,
             "allows_public_repositories": False,
+            "restricted_to_workflows": False,
+            "selected_workflows": [],
+            "workflow_restrictions_read_only": False,
         }
+        if g.visibility == "selected":
+            body["selected_repositories_url"] = f"{body['runners_url'].removesuffix('/runners')}/repositories"
+        if admin:
+            body["is_hosted"] = False  # RunnerGroup.cs `IsHosted`: the runner skips hosted groups
+        return body
 
     def _runners_api(self, method: str, scope: str, rest: str, query: dict, body: bytes) -> Response:
         if rest in ("/registration-token", "/remove-token") and method == "POST":
@@ -791,35 +1054,16 @@ class GitHubDouble:
                 self._save()
                 return Response(204)
             raise _not_found()
-        return self._labels_api(method, runner, m["label"], body)
+        return self._labels_api(method, runner, unquote(m["label"]) if m["label"] else None, body)
 
-    def _list_runners(self, scope: str, query: dict) -> Response:
-        try:
-            per_page = int(query.get("per_page", DEFAULT_PER_PAGE) or DEFAULT_PER_PAGE)
-            page = int(query.get("page", 1) or 1)
-        except ValueError as e:
-            raise ApiError(422, "Validation Failed", {"errors": [{"code": "invalid", "message": str(e)}]}) from None
-        if per_page < 1 or per_page > MAX_PER_PAGE:
-            raise ApiError(
-                422,
-                "Validation Failed",
-                {"errors": [{"field": "per_page", "code": "invalid", "message": "per_page must be 1..100"}]},
-            )
-        page = max(page, 1)
-        name = query.get("name")
-        matching = sorted(
-            (r for r in self._runners.values() if r.scope == scope and (not name or r.name == name)),
-            key=lambda r: r.id,
-        )
-        start = (page - 1) * per_page
-        items = [self._rest_runner(r) for r in matching[start : start + per_page]]
-        headers = {}
-        last = max(1, -(-len(matching) // per_page))
+    def _links(self, path: str, query: dict, per_page: int, page: int, total: int) -> dict[str, str]:
+        """GitHub's `Link` header (prev, next, last, first) for a page of `total` items."""
+        last = max(1, -(-total // per_page))
         links = []
 
         def link(p: int, rel: str) -> str:
             q = dict(query, per_page=str(per_page), page=str(p))
-            return f'<{self.api_url}/{scope}/actions/runners?{urlencode(q, quote_via=quote)}>; rel="{rel}"'
+            return f'<{self.api_url}/{path}?{urlencode(q, quote_via=quote)}>; rel="{rel}"'
 
         if page > 1:
             links.append(link(page - 1, "prev"))
@@ -828,33 +1072,43 @@ class GitHubDouble:
             links.append(link(last, "last"))
         if page > 1:
             links.append(link(1, "first"))
-        if links:
-            headers["Link"] = ", ".join(links)
+        return {"Link": ", ".join(links)} if links else {}
+
+    def _list_runners(self, scope: str, query: dict) -> Response:
+        per_page, page = _page_params(query)
+        name = query.get("name")
+        matching = sorted(
+            (r for r in self._runners.values() if r.scope == scope and (not name or r.name == name)),
+            key=lambda r: r.id,
+        )
+        start = (page - 1) * per_page
+        items = [self._rest_runner(r) for r in matching[start : start + per_page]]
+        headers = self._links(f"{scope}/actions/runners", query, per_page, page, len(matching))
         return Response(200, {"total_count": len(matching), "runners": items}, headers)
 
     def _labels_api(self, method: str, runner: Runner, label: str | None, body: bytes) -> Response:
-        def answer() -> Response:
-            return Response(
-                200, {"total_count": len(runner.labels), "labels": [asdict(label) for label in runner.labels]}
-            )
+        def answer(labels: list[Label]) -> Response:
+            return Response(200, {"total_count": len(labels), "labels": [asdict(lb) for lb in labels]})
 
         def requested(allow_empty: bool) -> list[str]:
             data = self._json(body)
-            names = data.get("labels")
-            ok = isinstance(names, list) and all(isinstance(n, str) and _NAME_OK.match(n) for n in names)
-            if not ok or len(names) > MAX_LABELS or (not names and not allow_empty):
-                raise ApiError(
-                    422,
-                    "Validation Failed",
-                    {"errors": [{"field": "labels", "code": "invalid", "message": "labels: 1-100 names"}]},
-                )
+            names = data.get("labels") if isinstance(data, dict) else None
+            if not isinstance(names, list):
+                raise _invalid("labels must be an array of label names")
+            bad = [n for n in names if not (isinstance(n, str) and _NAME_OK.match(n))]
+            if bad:
+                raise _invalid(*(f"{n!r} is not a valid label name" for n in bad[:10]))
+            if len(names) > MAX_LABELS:
+                raise _invalid(f"at most {MAX_LABELS} labels, got {len(names)}")
+            if not names and not allow_empty:
+                raise _invalid("labels must name at least one label")
             return names
 
         read_only = [lb for lb in runner.labels if lb.type == "read-only"]
         custom = [lb.name for lb in runner.labels if lb.type == "custom"]
         if label is None:
             if method == "GET":
-                return answer()
+                return answer(runner.labels)
             if method == "PUT":
                 runner.labels = self._labels([lb.name for lb in read_only], requested(allow_empty=True))
             elif method == "POST":
@@ -864,7 +1118,7 @@ class GitHubDouble:
             else:
                 raise _not_found()
             self._save()
-            return answer()
+            return answer(runner.labels)
         if method != "DELETE":
             raise _not_found()
         match = [lb for lb in runner.labels if lb.name.lower() == label.lower()]
@@ -874,11 +1128,13 @@ class GitHubDouble:
             raise ApiError(422, f"Cannot remove read-only label {match[0].name}")
         runner.labels = [lb for lb in runner.labels if lb is not match[0]]
         self._save()
-        return answer()
+        return answer(runner.labels)
 
     def _runner_registration(self, body: bytes, kind: str, digest: str | None) -> Response:
         """actions/runner exchanges its registration/remove token here for a tenant URL and token.
-        GitHub answers 404 for an unknown, expired or wrong-scope token; so does the double."""
+        GitHub answers 404 for an unknown, expired or wrong-scope token; so does the double.
+        `use_v2_flow` (CredentialManager.cs `GitHubAuthResult.UseRunnerAdminFlow`) is this
+        double's `runner_admin_flow` option."""
         data = self._json(body)
         event = data.get("runner_event")
         want = {"register": "registration-token", "remove": "remove-token"}.get(event or "")
@@ -886,9 +1142,7 @@ class GitHubDouble:
             if want is None or kind != want or digest is None:
                 raise _not_found()
             token = self._tokens[digest]
-            parts = [p for p in urlsplit(str(data.get("url", ""))).path.split("/") if p]
-            url_scope = f"repos/{parts[0]}/{parts[1]}" if len(parts) == 2 else f"orgs/{parts[0]}" if parts else ""
-            if url_scope != token.scope or not self._scope_exists(token.scope):
+            if self._url_scope(data.get("url")) != token.scope:
                 raise _not_found()
             tenant_token, _ = self._mint(f"tenant-{event}", token.scope, TENANT_TOKEN_TTL_SECONDS)
             return Response(
@@ -897,7 +1151,96 @@ class GitHubDouble:
                     "url": self.url + self._tenant_base(token.scope),
                     "token_schema": "OAuthAccessToken",
                     "token": tenant_token,
-                    "use_v2_flow": False,
+                    "use_v2_flow": self.runner_admin_flow,
+                },
+            )
+
+    def _url_scope(self, url: Any) -> str | None:
+        """The canonical scope of config.sh's --url (`…/owner/repo` or `…/org`), or None."""
+        parts = [p for p in urlsplit(str(url or "")).path.split("/") if p]
+        if len(parts) == 2:
+            return self._canonical(f"repos/{parts[0]}/{parts[1]}")
+        if len(parts) == 1:
+            return self._canonical(f"orgs/{parts[0]}")
+        return None
+
+    def _runner_admin_register(self, body: bytes, kind: str, digest: str | None, scheme: str) -> Response:
+        """`POST {api}/actions/runners/register` (RunnerDotcomServer.cs `AddOrReplaceRunner`): add or
+        replace a runner with the registration token itself; answers Runner.cs's shape
+        (`{id, name, authorization: {client_id, authorization_url, server_url}}`)."""
+        with self._cond:
+            token = self._tokens.get(digest or "") if scheme == "remoteauth" and kind == "registration-token" else None
+            if token is None:
+                raise _not_found()
+            data = self._json(body)
+            if not isinstance(data, dict):
+                raise _invalid("the body must be a JSON object")
+            scope = self._url_scope(data.get("url"))
+            if scope is None or scope != token.scope:
+                raise _not_found()
+            problems = []
+            name = data.get("name")
+            if not (isinstance(name, str) and _NAME_OK.match(name)):
+                problems.append("name must be a runner name")
+            if not (isinstance(data.get("public_key"), str) and data["public_key"]):
+                problems.append("public_key is missing")
+            labels = data.get("labels", [])
+            if not (
+                isinstance(labels, list)
+                and all(isinstance(lb, dict) and isinstance(lb.get("name"), str) for lb in labels)
+            ):
+                problems.append("labels must be an array of {name, type} objects")
+            group_id = data.get("group_id", 1)
+            if not isinstance(group_id, int) or isinstance(group_id, bool):
+                problems.append("group_id must be an integer")
+            replace = data.get("replace") is True
+            runner_id = data.get("runner_id")
+            if replace and not (isinstance(runner_id, int) and not isinstance(runner_id, bool)):
+                problems.append("runner_id must be an integer when replace is true")
+            if problems:
+                raise _invalid(*problems)
+            agent = {
+                "poolId": group_id,
+                "labels": [{"name": lb["name"], "type": lb.get("type", "user")} for lb in labels],
+                "publicKey": data["public_key"],
+                "version": data.get("version", ""),
+                "ephemeral": bool(data.get("ephemeral", False)),
+                "disableUpdate": bool(data.get("updates_disabled", False)),
+            }
+            if replace:
+                runner = self._runners.get(runner_id)
+                if runner is None or runner.scope != scope:
+                    raise _not_found()
+                self._apply_agent(runner, agent, scope)
+                runner.session_id = None  # the old registration's credential is void
+            else:
+                if self._find(scope, name):
+                    raise ApiError(409, f"A runner exists with the same name {name}.")
+                runner = Runner(
+                    id=self._next["runner"],
+                    name=name,
+                    scope=scope,
+                    group_id=1,
+                    labels=[],
+                    client_id="",
+                    secret_hash="",
+                    created_at=self.clock.now(),
+                )
+                self._apply_agent(runner, agent, scope)  # may refuse the group: take the id only then
+                self._take("runner")
+                self._runners[runner.id] = runner
+            self._cond.notify_all()
+            self._save()
+            return Response(
+                200,
+                {
+                    "id": runner.id,
+                    "name": runner.name,
+                    "authorization": {
+                        "client_id": runner.client_id,
+                        "authorization_url": self._authorization_url(runner),
+                        "server_url": self.url + self._broker_base(scope),
+                    },
                 },
             )
 
@@ -950,11 +1293,14 @@ class GitHubDouble:
         base, _, rest = path.partition(STANDIN_API.rstrip("/"))
         rest = rest.strip("/")
         with self._cond:
-            scope = self._scope_for_tenant_base(base)
-            if scope is None:
+            found = self._scope_for_tenant_base(base)
+            if found is None:
                 raise _not_found()
+            scope, broker = found
             if rest == "sessions" or rest.startswith("sessions/"):
                 return self._sessions(method, scope, rest, query, body, kind, client_id)
+            if broker:
+                raise _not_found()  # the broker serves sessions only
             # Admin calls: the tenant token from runner-registration, for its own scope.
             token = self._tokens.get(digest or "")
             if not kind.startswith("tenant-") or kind.startswith("expired") or token is None or token.scope != scope:
@@ -1037,7 +1383,7 @@ class GitHubDouble:
             "labels": [{"name": lb.name, "type": "system" if lb.type == "read-only" else "user"} for lb in r.labels],
             "authorization": {
                 "clientId": r.client_id,
-                "authorizationUrl": f"{self.url}{self._tenant_base(r.scope)}/_apis/oauth2/token/{r.client_id}",
+                "authorizationUrl": self._authorization_url(r),
             },
         }
 
@@ -1117,6 +1463,10 @@ class GitHubDouble:
             return Response(200, {"ok": True, "url": self.url, "api_url": self.api_url})
         if path == "/_double/state" and method == "GET":
             return Response(200, self.state())
+        if path == "/_double/options":
+            if method == "POST" and "runner_admin_flow" in data:
+                self.runner_admin_flow = bool(data["runner_admin_flow"])
+            return Response(200, self.options())
         if path == "/_double/calls" and method == "GET":
             return Response(200, {"calls": self.calls_since(int(query.get("since", "0") or 0))})
         if path == "/_double/calls" and method == "DELETE":
@@ -1244,6 +1594,14 @@ class DoubleClient:
     def set_connected(self, name: str, connected: bool) -> dict[str, Any]:
         return self._call("POST", f"/_double/runners/{quote(name)}/connectivity", {"connected": connected})
 
+    def options(self) -> dict[str, Any]:
+        return self._call("GET", "/_double/options")
+
+    def set_options(self, *, runner_admin_flow: bool | None = None) -> dict[str, Any]:
+        """`runner_admin_flow=True`: runner-registration answers `use_v2_flow: true` from now on."""
+        body = {} if runner_admin_flow is None else {"runner_admin_flow": runner_admin_flow}
+        return self._call("POST", "/_double/options", body)
+
 
 # --- CLI daemon ----------------------------------------------------------------------------
 
@@ -1271,6 +1629,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-file", type=Path, help="JSON state kept across restarts")
     ap.add_argument("--offline-after", type=float, default=DEFAULT_OFFLINE_AFTER)
     ap.add_argument("--tenant-style", choices=["dotcom", "ghes"], default="dotcom")
+    ap.add_argument(
+        "--runner-admin-flow",
+        action="store_true",
+        help="answer runner-registration with use_v2_flow: true (the runner-admin registration flow)",
+    )
     ap.add_argument("--verbose", action="store_true", help="log every call (method, path, status, credential kind)")
     args = ap.parse_args(argv)
     pats = _read_pats(args.pat_file)
@@ -1291,6 +1654,7 @@ def main(argv: list[str] | None = None) -> int:
         offline_after=args.offline_after,
         state_file=args.state_file,
         tenant_style=args.tenant_style,
+        runner_admin_flow=args.runner_admin_flow,
         log=log if args.verbose else None,
     )
     stop = threading.Event()
