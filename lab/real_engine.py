@@ -26,7 +26,7 @@ from pulumi import automation as auto
 from tools import engine
 
 PROJECT = Path(__file__).resolve().parent.parent
-PASSPHRASE = "runner-fleet-lab-passphrase"  # protects only throwaway lab state
+PASSPHRASE = "runner-fleet-lab-passphrase"  # noqa: S105 - protects only throwaway lab state
 
 
 class EngineMissing(RuntimeError):
