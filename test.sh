@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need and runs them: Debian packages, the venv, the cached lab
-# image, then the unit suite and the lab suite (real hosts). Needs root for apt and nspawn.
+# Sets up everything the tests need and runs them: Debian packages, the venv, the real Pulumi CLI
+# and actionlint (built from Go modules, cached by version), the cached lab image, then the unit
+# suite, the real-engine suite and the lab suite (real hosts). Needs root for apt and nspawn.
 #   ./test.sh          everything
 #   ./test.sh --unit   only the fast unit suite
 set -euo pipefail
@@ -30,8 +31,24 @@ fi
 
 .venv/bin/ruff check .
 
+# Go tools, cached by version under $RUNNER_FLEET_ENGINE_CACHE; a cold build prints progress.
+# Without Go, outside CI, the workflow checks skip and say why; under CI a missing tool fails.
+.venv/bin/python -m tools.engine build actionlint || [[ -z "${CI:-}" ]]
+export RUNNER_FLEET_ACTIONLINT
+RUNNER_FLEET_ACTIONLINT=$(.venv/bin/python -c 'from tools import engine; print(engine.find("actionlint"))')
+
 if $unit_only; then
   exec .venv/bin/python -m pytest tests/unit tests/lab -m "not lab"
+fi
+
+# The real engine (a cold build takes minutes: it prints what it downloads and compiles).
+.venv/bin/python -m tools.engine build cli
+# pulumi-command's provider module is not served by the Go module proxy here (README "The lab"):
+# say so on every run rather than fall back quietly. The lab's remote commands run through
+# lab/executor until it is served; `tools.engine build` then installs it and this line goes quiet.
+if ! .venv/bin/python -m tools.engine build command-provider; then
+  echo "test.sh: pulumi-resource-command is not available: the lab runs the program's remote commands" \
+       "through lab/executor (an imitation of the engine), not through pulumi up" >&2
 fi
 [[ $EUID -eq 0 ]] || { echo "test.sh: the lab needs root (systemd-nspawn, bridge); use --unit otherwise" >&2; exit 1; }
 # Whatever happens, leave no lab behind.
@@ -41,4 +58,4 @@ if ! apt-cache policy prometheus-node-exporter 2>/dev/null | grep -q 'Candidate:
   apt-get update -q
 fi
 .venv/bin/python -m lab.hosts build
-.venv/bin/python -m pytest tests/unit tests/lab
+.venv/bin/python -m pytest tests/unit tests/engine tests/lab
