@@ -2,80 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pulumi
 
 from components import layout, shell
-from components.remote import Endpoint, Machine, Script
-from fleet.config import FleetConfig, HostSpec
+from components.remote import Machine, Script
+
+
+@dataclass(frozen=True)
+class ExporterArgs:
+    """What one host's exporter needs: the stack, where it listens, and the pinned release."""
+
+    stack: str
+    host_name: str  # in progress and error messages
+    address: str  # the scrape target's address
+    port: int
+    version: str
+    url: str  # of the release tarball for the host's architecture
+    sha256: str
 
 
 def exporter_unit_content(stack: str, version: str, port: int) -> str:
-    """A hardened unit: no privileges, read-only system, only the textfile dir readable. The
-    systemd collector stays off (it needs D-Bus, which the sandbox denies): the runner gauges
-    from the textfile collector say more, and also for units that vanished."""
-    binary = f"{layout.exporter_dir(stack)}/{version}/node_exporter"
-    textfile = layout.textfile_dir(stack)
-    return f"""[Unit]
-Description=runner-fleet node exporter ({stack} stack)
-Documentation=https://github.com/prometheus/node_exporter
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart={binary} --web.listen-address=:{port} --collector.textfile.directory={textfile} --no-collector.systemd
-Restart=on-failure
-RestartSec=5
-DynamicUser=yes
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
-CapabilityBoundingSet=
-SystemCallArchitectures=native
-ReadOnlyPaths={textfile}
-
-[Install]
-WantedBy=multi-user.target"""
+    """host_files/node-exporter.service.tmpl for this stack."""
+    return shell.host_file(
+        "node-exporter.service.tmpl",
+        {
+            "stack": stack,
+            "binary": layout.exporter_binary(stack, version),
+            "port": port,
+            "textfile_dir": layout.textfile_dir(stack),
+        },
+    )
 
 
 def collector_units_content(stack: str) -> tuple[str, str]:
-    """A oneshot service run every 15 s by a timer: a dead runner shows within ~30 s in Prometheus."""
-    service_name, timer_name = layout.collector_units(stack)
-    service = f"""[Unit]
-Description=runner-fleet runner metrics ({stack} stack)
-
-[Service]
-Type=oneshot
-ExecStart=/bin/bash {layout.collector_path(stack)} {layout.metrics_conf_dir(stack)} {layout.textfile_dir(stack)}
-TimeoutStartSec=60
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-NoNewPrivileges=yes
-ReadWritePaths={layout.textfile_dir(stack)}"""
-    timer = f"""[Unit]
-Description=Collect runner-fleet runner metrics every 15 s ({stack} stack)
-
-[Timer]
-OnBootSec=15s
-OnUnitActiveSec=15s
-AccuracySec=1s
-Unit={service_name}
-
-[Install]
-WantedBy=timers.target"""
+    """host_files/runner-metrics.service.tmpl and .timer.tmpl for this stack."""
+    service_name, _ = layout.collector_units(stack)
+    service = shell.host_file(
+        "runner-metrics.service.tmpl",
+        {
+            "stack": stack,
+            "collector": layout.collector_path(stack),
+            "conf_dir": layout.metrics_conf_dir(stack),
+            "metrics_file": layout.metrics_file(stack),
+            "textfile_dir": layout.textfile_dir(stack),
+        },
+    )
+    timer = shell.host_file("runner-metrics.timer.tmpl", {"stack": stack, "service_unit": service_name})
     return service, timer
 
 
@@ -96,39 +71,41 @@ class ExporterService(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
+        args: ExporterArgs,
         *,
-        host: HostSpec,
-        fleet: FleetConfig,
-        endpoint: Endpoint,
-        depends_on: list[pulumi.Resource],
+        machine: Machine,
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        stack, exporter = fleet.stack, fleet.exporter
-        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
+        stack = args.stack
         unit = layout.exporter_unit(stack)
         self.install = machine.command(
             f"{name}-install",
+            parent=self,
             create=Script(
-                "exporter-install.sh",
+                "exporter-install.create.sh",
                 {
-                    "HOST_NAME": host.name,
-                    "EXPORTER_VERSION": exporter.version,
-                    "EXPORTER_URL": exporter.url(host.arch),
-                    "EXPORTER_SHA256": exporter.checksum(host.arch),
+                    "HOST_NAME": args.host_name,
+                    "EXPORTER_VERSION": args.version,
+                    "EXPORTER_URL": args.url,
+                    "EXPORTER_SHA256": args.sha256,
                     "EXPORTER_DIR": layout.exporter_dir(stack),
+                    "RELEASE_MARKER": layout.RELEASE_MARKER,
                     "TEXTFILE_DIR": layout.textfile_dir(stack),
-                    "PORT": host.exporter_port,
+                    "PORT": args.port,
+                    "UNIT_DIR": layout.SYSTEMD_DIR,
                     "UNIT": unit,
-                    "UNIT_CONTENT": exporter_unit_content(stack, exporter.version, host.exporter_port),
+                    "UNIT_CONTENT": exporter_unit_content(stack, args.version, args.port),
                 },
             ),
             delete=Script(
-                "exporter-uninstall.sh",
+                "exporter-install.delete.sh",
                 {
-                    "HOST_NAME": host.name,
+                    "HOST_NAME": args.host_name,
                     "EXPORTER_DIR": layout.exporter_dir(stack),
                     "TEXTFILE_DIR": layout.textfile_dir(stack),
+                    "UNIT_DIR": layout.SYSTEMD_DIR,
                     "UNIT": unit,
                 },
             ),
@@ -137,29 +114,32 @@ class ExporterService(pulumi.ComponentResource):
         )
         service_unit, timer_unit = layout.collector_units(stack)
         service_content, timer_content = collector_units_content(stack)
-        common = {
-            "HOST_NAME": host.name,
+        common: dict[str, shell.Value] = {
+            "HOST_NAME": args.host_name,
             "COLLECTOR_PATH": layout.collector_path(stack),
+            "UNIT_DIR": layout.SYSTEMD_DIR,
             "SERVICE_UNIT": service_unit,
             "TIMER_UNIT": timer_unit,
             "CONF_DIR": layout.metrics_conf_dir(stack),
-            "TEXTFILE_DIR": layout.textfile_dir(stack),
+            "METRICS_FILE": layout.metrics_file(stack),
         }
         self.runner_metrics = machine.command(
             f"{name}-runner-metrics",
+            parent=self,
             create=Script(
-                "runner-metrics-install.sh",
+                "exporter-runner-metrics.create.sh",
                 {
                     **common,
-                    "COLLECTOR": shell.script_text("runner-metrics.sh"),
+                    "TEXTFILE_DIR": layout.textfile_dir(stack),
+                    "COLLECTOR": shell.host_file_text("runner-metrics.sh"),
                     "SERVICE_CONTENT": service_content,
                     "TIMER_CONTENT": timer_content,
                 },
             ),
-            delete=Script("runner-metrics-uninstall.sh", common),
+            delete=Script("exporter-runner-metrics.delete.sh", common),
             triggers=[timer_unit],
             depends_on=[self.install],
         )
-        self.url = f"http://{host.address}:{host.exporter_port}/metrics"
-        self.target = f"{host.address}:{host.exporter_port}"
+        self.url = f"http://{args.address}:{args.port}/metrics"
+        self.target = f"{args.address}:{args.port}"
         self.register_outputs({"url": self.url, "unit": unit})

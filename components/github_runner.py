@@ -2,24 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pulumi
 
-from components import layout
-from components.remote import Endpoint, Machine, Script
-from fleet.config import ARCH_LABEL, FleetConfig, HostSpec, RunnerSpec
+from components import layout, shell
+from components.arch import ARCH_LABEL, Arch
+from components.remote import Machine, Script
 
 DEFAULT_LABELS = ("self-hosted", "linux")
 
 
-def custom_labels(spec: RunnerSpec, arch: str) -> list[str]:
+@dataclass(frozen=True)
+class RunnerScope:
+    """The repository or organization runners register to, as the scripts and unit names need it."""
+
+    repository: str | None  # owner/name, or None for an organization
+    organization: str | None
+    server_url: str  # https://github.com or a GitHub Enterprise Server
+    registration_url: str  # config.sh --url
+    api_url: str  # REST API base
+    scope_path: str  # REST path prefix of the runner endpoints (repos/o/r or orgs/o)
+    credential: pulumi.Input[str]  # secret: the GitHub credential, sent on stdin only
+
+
+@dataclass(frozen=True)
+class RunnerRelease:
+    """The pinned actions/runner tarball for the host's architecture."""
+
+    version: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GitHubRunnerArgs:
+    stack: str
+    runner_name: str
+    runner_user: str
+    arch: Arch
+    labels: tuple[str, ...]  # as configured (defaults may be among them)
+    group: str | None
+    release: RunnerRelease
+    scope: RunnerScope
+
+
+def custom_labels(labels: Sequence[str], arch: Arch) -> list[str]:
     """Labels to set through the REST API: the configured ones minus the runner's defaults
     (self-hosted, Linux, X64/ARM64), which the runner always carries as read-only labels."""
     defaults = {*DEFAULT_LABELS, ARCH_LABEL[arch].lower()}
-    return [label for label in spec.labels if label.lower() not in defaults]
+    return [label for label in labels if label.lower() not in defaults]
 
 
-def all_labels(spec: RunnerSpec, arch: str) -> list[str]:
-    return ["self-hosted", "Linux", ARCH_LABEL[arch], *custom_labels(spec, arch)]
+def all_labels(labels: Sequence[str], arch: Arch) -> list[str]:
+    return ["self-hosted", "Linux", ARCH_LABEL[arch], *custom_labels(labels, arch)]
 
 
 class GitHubRunner(pulumi.ComponentResource):
@@ -41,108 +78,122 @@ class GitHubRunner(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
+        args: GitHubRunnerArgs,
         *,
-        spec: RunnerSpec,
-        host: HostSpec,
-        fleet: FleetConfig,
-        endpoint: Endpoint,
-        depends_on: list[pulumi.Resource],
+        machine: Machine,
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        stack, github = fleet.stack, fleet.github
-        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
-        token = fleet.secrets.github_token
-        user = fleet.runner_user(host)
-        directory = layout.runner_dir(stack, spec.name)
-        unit = layout.runner_unit(
-            github.repository, github.organization, spec.name, dotcom=github.server_url == "https://github.com"
-        )
-        labels = custom_labels(spec, host.arch)
+        stack, scope, runner = args.stack, args.scope, args.runner_name
+        user = args.runner_user
+        directory = layout.runner_dir(stack, runner)
+        download = layout.runner_download_dir(stack, runner)
+        unit = layout.runner_unit(scope.repository, scope.organization, runner, server_url=scope.server_url)
+        labels = custom_labels(args.labels, args.arch)
 
         self.install = machine.command(
             f"{name}-install",
+            parent=self,
             create=Script(
-                "runner-install.sh",
+                "runner-install.create.sh",
                 {
-                    "RUNNER_NAME": spec.name,
+                    "RUNNER_NAME": runner,
                     "RUNNER_DIR": directory,
+                    "DOWNLOAD_DIR": download,
+                    "RELEASE_MARKER": layout.RELEASE_MARKER,
                     "RUNNER_USER": user,
-                    "RUNNER_VERSION": fleet.runner.version,
-                    "RUNNER_URL": fleet.runner.url(host.arch),
-                    "RUNNER_SHA256": fleet.runner.checksum(host.arch),
+                    "RUNNER_VERSION": args.release.version,
+                    "RUNNER_URL": args.release.url,
+                    "RUNNER_SHA256": args.release.sha256,
                 },
             ),
             delete=Script(
-                "runner-uninstall.sh",
-                {"RUNNER_NAME": spec.name, "RUNNER_DIR": directory, "INSTALL_ROOT": layout.install_root(stack)},
+                "runner-install.delete.sh",
+                {
+                    "RUNNER_NAME": runner,
+                    "RUNNER_DIR": directory,
+                    "DOWNLOAD_DIR": download,
+                    "RUNNERS_DIR": layout.runners_root(stack),
+                },
             ),
             triggers=[directory],
             depends_on=depends_on,
         )
-        identity = [spec.name, github.registration_url, directory, spec.group or "", user]
+        identity = [runner, scope.registration_url, directory, args.group or "", user]
         self.registration = machine.command(
             f"{name}-registration",
+            parent=self,
             create=Script(
-                "runner-register.sh",
+                "runner-registration.create.sh",
                 {
-                    "RUNNER_NAME": spec.name,
+                    "RUNNER_NAME": runner,
                     "RUNNER_DIR": directory,
                     "RUNNER_USER": user,
-                    "REGISTRATION_URL": github.registration_url,
-                    "API_URL": github.effective_api_url,
-                    "SCOPE_PATH": github.scope_path,
+                    "REGISTRATION_URL": scope.registration_url,
+                    "API_URL": scope.api_url,
+                    "SCOPE_PATH": scope.scope_path,
                     "CUSTOM_LABELS": ",".join(labels),
-                    "RUNNER_GROUP": spec.group or "",
+                    "RUNNER_GROUP": args.group or "",
                     "DISABLE_UPDATE": True,
+                    "UNIT_DIR": layout.SYSTEMD_DIR,
                 },
             ),
             delete=Script(
-                "runner-deregister.sh",
+                "runner-registration.delete.sh",
                 {
-                    "RUNNER_NAME": spec.name,
+                    "RUNNER_NAME": runner,
                     "RUNNER_DIR": directory,
-                    "API_URL": github.effective_api_url,
-                    "SCOPE_PATH": github.scope_path,
+                    "API_URL": scope.api_url,
+                    "SCOPE_PATH": scope.scope_path,
                 },
             ),
-            stdin=token,
+            stdin=scope.credential,
             triggers=identity,
             depends_on=[self.install],
             delete_before_replace=True,
         )
-        conf = layout.metrics_conf_dir(stack) + f"/{spec.name}.conf"
-        conf_content = "\n".join(
-            [
-                f"name={spec.name}",
-                f"dir={directory}",
-                f"unit={unit}",
-                f"version={fleet.runner.version}",
-                f"labels={','.join(all_labels(spec, host.arch))}",
-            ]
+        conf = layout.metrics_conf(stack, runner)
+        conf_content = shell.host_file(
+            "runner.conf.tmpl",
+            {
+                "name": runner,
+                "dir": directory,
+                "unit": unit,
+                "version": args.release.version,
+                "labels": ",".join(all_labels(args.labels, args.arch)),
+            },
         )
         self.service = machine.command(
             f"{name}-service",
+            parent=self,
             create=Script(
-                "runner-service.sh",
+                "runner-service.create.sh",
                 {
-                    "RUNNER_NAME": spec.name,
+                    "RUNNER_NAME": runner,
                     "RUNNER_DIR": directory,
                     "RUNNER_USER": user,
+                    "UNIT_DIR": layout.SYSTEMD_DIR,
                     "UNIT": unit,
                     "METRICS_CONF": conf,
                     "METRICS_CONF_CONTENT": conf_content,
                 },
             ),
             delete=Script(
-                "runner-service-delete.sh",
-                {"RUNNER_NAME": spec.name, "RUNNER_DIR": directory, "UNIT": unit, "METRICS_CONF": conf},
+                "runner-service.delete.sh",
+                {
+                    "RUNNER_NAME": runner,
+                    "RUNNER_DIR": directory,
+                    "UNIT_DIR": layout.SYSTEMD_DIR,
+                    "UNIT": unit,
+                    "METRICS_CONF": conf,
+                },
             ),
             triggers=[*identity, unit],
             depends_on=[self.registration],
             delete_before_replace=True,
         )
-        self.runner_name = spec.name
+        self.runner_name = runner
         self.unit = unit
-        self.labels = all_labels(spec, host.arch)
-        self.register_outputs({"name": spec.name, "unit": unit, "labels": self.labels, "directory": directory})
+        self.labels = all_labels(args.labels, args.arch)
+        self.register_outputs({"name": runner, "unit": unit, "labels": self.labels, "directory": directory})

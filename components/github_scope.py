@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import pulumi
 import pulumi_github as github
 
-from fleet.config import FleetConfig
+
+@dataclass(frozen=True)
+class RunnerGroup:
+    """An organization runner group to create."""
+
+    name: str
+    visibility: Literal["all", "selected", "private"] = "all"
+
+
+@dataclass(frozen=True)
+class GitHubScopeArgs:
+    credential: pulumi.Input[str]  # secret: the stack's GitHub credential
+    owner: str  # the repository's owner or the organization
+    api_url: str  # REST API base, without a trailing slash
+    repository: str | None  # owner/name, or None for an organization
+    organization: str | None
+    registration_url: str  # for the component's outputs
+    check_access: bool = True
+    runner_groups: tuple[RunnerGroup, ...] = ()
 
 
 class GitHubScope(pulumi.ComponentResource):
@@ -23,23 +44,22 @@ class GitHubScope(pulumi.ComponentResource):
 
     TYPE = "fleet:actions:GitHubScope"
 
-    def __init__(self, name: str, *, fleet: FleetConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: GitHubScopeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        settings = fleet.github
         self.provider = github.Provider(
             f"{name}-provider",
-            token=fleet.secrets.github_token,
-            owner=settings.owner,
-            base_url=settings.effective_api_url + "/",
+            token=args.credential,
+            owner=args.owner,
+            base_url=args.api_url + "/",
             opts=pulumi.ResourceOptions(parent=self),
         )
         invoke = pulumi.InvokeOptions(provider=self.provider)
-        if settings.check_access:
-            if settings.repository:
-                github.get_repository(full_name=settings.repository, opts=invoke)
-                github.get_actions_registration_token(repository=settings.repository.split("/")[1], opts=invoke)
-            else:
-                github.get_organization(name=settings.organization, opts=invoke)
+        if args.check_access:
+            if args.repository:
+                github.get_repository(full_name=args.repository, opts=invoke)
+                github.get_actions_registration_token(repository=args.repository.split("/")[1], opts=invoke)
+            elif args.organization:
+                github.get_organization(name=args.organization, opts=invoke)
                 github.get_actions_organization_registration_token(opts=invoke)
         self.groups = [
             github.ActionsRunnerGroup(
@@ -48,6 +68,6 @@ class GitHubScope(pulumi.ComponentResource):
                 visibility=group.visibility,
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
             )
-            for group in settings.runner_groups
+            for group in args.runner_groups
         ]
-        self.register_outputs({"scope": settings.registration_url, "groups": [g.name for g in settings.runner_groups]})
+        self.register_outputs({"scope": args.registration_url, "groups": [g.name for g in args.runner_groups]})

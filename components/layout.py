@@ -1,13 +1,30 @@
-"""Where a stack's pieces live on a host. Every path and unit name carries the stack name, so
-two stacks on one machine never manage the same file, service or port."""
+"""Where a stack's pieces live on a host, and every other name the scripts share.
+
+Every path and unit name carries the stack name, so two stacks on one machine never manage the
+same file, service or port. This module is the one place such a name is spelled: the scripts get
+each one as an input (see components/shell.py), never as a literal of their own.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
-ROOT = "/opt/runner-fleet"
-STATE = "/var/lib/runner-fleet"
-ETC = "/etc/runner-fleet"
+ROOT: Final = "/opt/runner-fleet"
+STATE: Final = "/var/lib/runner-fleet"
+ETC: Final = "/etc/runner-fleet"
+# Where the scripts write the units they own and look for the units svc.sh writes.
+SYSTEMD_DIR: Final = "/etc/systemd/system"
+# Serializes every stack's deploys on the monitoring host (prometheus.yml and target files).
+PROMETHEUS_LOCK: Final = "/run/lock/runner-fleet-prometheus.lock"
+# Written last into a release directory: the checksum (exporter) or version+checksum+user
+# (runner) it holds, so a re-run after a kill starts over and an unchanged re-run does nothing.
+RELEASE_MARKER: Final = ".runner-fleet-release"
+# The runner metrics file in the textfile collector's directory.
+METRICS_FILE: Final = "runner-fleet-runners.prom"
+# github.com's server URL: runner units there are named after the scope; any other server is
+# GitHub Enterprise Server (see runner_unit).
+GITHUB_COM: Final = "https://github.com"
 
 
 def install_root(stack: str) -> str:
@@ -18,20 +35,47 @@ def state_root(stack: str) -> str:
     return f"{STATE}/{stack}"
 
 
+def runner_home(stack: str) -> str:
+    """The stack runner user's home directory."""
+    return f"{state_root(stack)}/home"
+
+
+def runners_root(stack: str) -> str:
+    return f"{install_root(stack)}/runners"
+
+
 def runner_dir(stack: str, runner: str) -> str:
-    return f"{install_root(stack)}/runners/{runner}"
+    return f"{runners_root(stack)}/{runner}"
+
+
+def runner_download_dir(stack: str, runner: str) -> str:
+    """Scratch space of a runner download, beside (not inside) the runner's directory."""
+    return f"{runner_dir(stack, runner)}.download"
 
 
 def exporter_dir(stack: str) -> str:
     return f"{install_root(stack)}/node-exporter"
 
 
+def exporter_binary(stack: str, version: str) -> str:
+    return f"{exporter_dir(stack)}/{version}/node_exporter"
+
+
 def textfile_dir(stack: str) -> str:
     return f"{state_root(stack)}/textfile"
 
 
+def metrics_file(stack: str) -> str:
+    return f"{textfile_dir(stack)}/{METRICS_FILE}"
+
+
 def metrics_conf_dir(stack: str) -> str:
     return f"{ETC}/{stack}/runners"
+
+
+def metrics_conf(stack: str, runner: str) -> str:
+    """The collector's record of one runner (name, directory, unit, version, labels)."""
+    return f"{metrics_conf_dir(stack)}/{runner}.conf"
 
 
 def collector_path(stack: str) -> str:
@@ -51,11 +95,17 @@ def target_file(stack: str) -> str:
     return f"runner-fleet-{stack}.json"
 
 
-def runner_unit(owner_and_repo: str | None, organization: str | None, runner: str, *, dotcom: bool = True) -> str:
+def targets_glob(targets_dir: str) -> str:
+    """What the shared scrape job reads: every stack's target file in the directory."""
+    return f"{targets_dir}/*.json"
+
+
+def runner_unit(repository: str | None, organization: str | None, runner: str, *, server_url: str) -> str:
     """The unit name actions/runner's svc.sh derives: on github.com from the scope
     (repository: owner-repo; organization: org); on GitHub Enterprise Server from the first path
     segment of the runner service URL, `_services`. The scripts read the name svc.sh actually
     recorded in the runner's `.service` file; this is the expected name for outputs."""
-    scope = "_services" if not dotcom else (organization or (owner_and_repo or "").replace("/", "-"))
+    dotcom = server_url.rstrip("/") == GITHUB_COM
+    scope = (organization or (repository or "").replace("/", "-")) if dotcom else "_services"
     name = f"actions.runner.{scope}.{runner}"
     return re.sub(r"[^0-9A-Za-z._-]", "-", name) + ".service"

@@ -4,14 +4,13 @@ that reads every stack's target files."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 
-from components import layout
+from components import layout, shell
 from components.remote import Machine, Script
-from components.runner_host import endpoint_for
-from fleet.config import FleetConfig
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,23 @@ class ScrapeTarget:
     runners: tuple[str, ...]
 
 
-def targets_json(stack: str, targets: list[ScrapeTarget]) -> str:
+@dataclass(frozen=True)
+class PrometheusTargetsArgs:
+    """The monitoring host's Prometheus as this stack uses it, and the exporters to scrape."""
+
+    stack: str
+    port: int  # Prometheus HTTP port, queried on 127.0.0.1 there
+    config_path: str
+    targets_dir: str
+    job_name: str
+    scrape_interval: str
+    manage_config: bool
+    service: str
+    promtool: str
+    targets: tuple[ScrapeTarget, ...]
+
+
+def targets_json(stack: str, targets: Sequence[ScrapeTarget]) -> str:
     """The file_sd file: one target group per exporter. Environment and role live here, not in
     the exporter, so a machine serving two stacks reports each under its own environment."""
     groups = [
@@ -43,17 +58,15 @@ def targets_json(stack: str, targets: list[ScrapeTarget]) -> str:
 
 
 def job_block(job_name: str, targets_dir: str, scrape_interval: str) -> str:
-    """The scrape job, as YAML text inserted into the user's prometheus.yml when missing."""
-    return "\n".join(
-        [
-            f"# Added by runner-fleet: scrapes the runner exporters listed in {targets_dir}/<stack>.json.",
-            f"- job_name: {job_name}",
-            f"  scrape_interval: {scrape_interval}",
-            "  file_sd_configs:",
-            "    - files:",
-            f"        - {targets_dir}/*.json",
-            "      refresh_interval: 1m",
-        ]
+    """host_files/prometheus-scrape-job.yml.tmpl: the YAML inserted into prometheus.yml when missing."""
+    return shell.host_file(
+        "prometheus-scrape-job.yml.tmpl",
+        {
+            "job_name": job_name,
+            "targets_dir": targets_dir,
+            "targets_glob": layout.targets_glob(targets_dir),
+            "scrape_interval": scrape_interval,
+        },
     )
 
 
@@ -73,56 +86,65 @@ class PrometheusTargets(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
+        args: PrometheusTargetsArgs,
         *,
-        fleet: FleetConfig,
-        targets: list[ScrapeTarget],
-        depends_on: list[pulumi.Resource],
+        machine: Machine,
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        prom = fleet.prometheus
-        endpoint = endpoint_for(prom.address, prom.ssh_port, prom.ssh_user, prom.host_key, prom.jump_host)
-        machine = Machine(self, endpoint, fleet.secrets.ssh_private_key)
-        prom_url = f"http://127.0.0.1:{prom.port}"
+        prom_url = f"http://127.0.0.1:{args.port}"
+        glob = layout.targets_glob(args.targets_dir)
         self.scrape_job = machine.command(
             f"{name}-scrape-job",
+            parent=self,
             create=Script(
-                "prometheus-job.sh",
+                "prometheus-scrape-job.create.sh",
                 {
-                    "CONFIG_PATH": prom.config_path,
-                    "TARGETS_DIR": prom.targets_dir,
-                    "JOB_NAME": prom.job_name,
-                    "JOB_BLOCK": job_block(prom.job_name, prom.targets_dir, prom.scrape_interval),
-                    "MANAGE_CONFIG": prom.manage_config,
-                    "SERVICE": prom.service,
-                    "PROMTOOL": prom.promtool,
+                    "CONFIG_PATH": args.config_path,
+                    "TARGETS_DIR": args.targets_dir,
+                    "TARGETS_GLOB": glob,
+                    "JOB_NAME": args.job_name,
+                    "JOB_BLOCK": job_block(args.job_name, args.targets_dir, args.scrape_interval),
+                    "MANAGE_CONFIG": args.manage_config,
+                    "SERVICE": args.service,
+                    "PROMTOOL": args.promtool,
                     "PROM_URL": prom_url,
+                    "LOCK_FILE": layout.PROMETHEUS_LOCK,
                 },
             ),
         )
-        target_file = layout.target_file(fleet.stack)
-        self.content = targets_json(fleet.stack, targets)
+        target_file = layout.target_file(args.stack)
+        self.content = targets_json(args.stack, args.targets)
         self.target_file = machine.command(
             f"{name}-target-file",
+            parent=self,
             create=Script(
-                "prometheus-targets.sh",
+                "prometheus-target-file.create.sh",
                 {
-                    "STACK": fleet.stack,
-                    "TARGETS_DIR": prom.targets_dir,
+                    "STACK": args.stack,
+                    "TARGETS_DIR": args.targets_dir,
+                    "TARGETS_GLOB": glob,
                     "TARGET_FILE": target_file,
                     "TARGETS_JSON": self.content,
-                    "PROMTOOL": prom.promtool,
+                    "PROMTOOL": args.promtool,
                     "PROM_URL": prom_url,
-                    "JOB_NAME": prom.job_name,
-                    "EXPECT": " ".join(sorted(t.address for t in targets)),
+                    "JOB_NAME": args.job_name,
+                    "EXPECT": " ".join(sorted(t.address for t in args.targets)),
+                    "LOCK_FILE": layout.PROMETHEUS_LOCK,
                 },
             ),
             delete=Script(
-                "prometheus-targets-delete.sh",
-                {"STACK": fleet.stack, "TARGETS_DIR": prom.targets_dir, "TARGET_FILE": target_file},
+                "prometheus-target-file.delete.sh",
+                {
+                    "STACK": args.stack,
+                    "TARGETS_DIR": args.targets_dir,
+                    "TARGET_FILE": target_file,
+                    "LOCK_FILE": layout.PROMETHEUS_LOCK,
+                },
             ),
-            triggers=[f"{prom.targets_dir}/{target_file}"],
+            triggers=[f"{args.targets_dir}/{target_file}"],
             depends_on=[self.scrape_job, *depends_on],
         )
-        self.path = f"{prom.targets_dir}/{target_file}"
-        self.register_outputs({"targetFile": self.path, "job": prom.job_name})
+        self.path = f"{args.targets_dir}/{target_file}"
+        self.register_outputs({"targetFile": self.path, "job": args.job_name})

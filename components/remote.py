@@ -9,8 +9,8 @@ secret, and no previous output is pushed through setenv on delete.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 from pulumi_command import remote
@@ -59,10 +59,10 @@ def connection(endpoint: Endpoint, private_key: pulumi.Input[str]) -> remote.Con
 
 @dataclass(frozen=True)
 class Script:
-    """A script from components/scripts/ with its variables."""
+    """A script from components/scripts/ (`<child>.create.sh` / `<child>.delete.sh`) with its inputs."""
 
     name: str
-    variables: dict[str, Any]
+    variables: Mapping[str, shell.Value]
     sudo: bool = True
 
     def text(self) -> str:
@@ -71,9 +71,9 @@ class Script:
 
 @dataclass(frozen=True)
 class Machine:
-    """One machine as seen by a component: its commands become that component's children."""
+    """One machine and the key to reach it: what a component needs to run commands there.
+    The program builds it from config; components hand it on to their child components."""
 
-    parent: pulumi.Resource
     endpoint: Endpoint
     private_key: pulumi.Input[str]
 
@@ -81,14 +81,15 @@ class Machine:
         self,
         resource_name: str,
         *,
+        parent: pulumi.Resource,
         create: Script,
         delete: Script | None = None,
         stdin: pulumi.Input[str] | None = None,
-        triggers: list[Any] | None = None,
-        depends_on: list[pulumi.Resource] | None = None,
+        triggers: Sequence[str] = (),
+        depends_on: Sequence[pulumi.Resource] = (),
         delete_before_replace: bool = False,
     ) -> remote.Command:
-        """One remote command with the project's safety rules applied."""
+        """One remote command, a child of `parent`, with the project's safety rules applied."""
         secret_outputs = ["stdout", "stderr"] if stdin is not None else []
         return remote.Command(
             resource_name,
@@ -96,11 +97,11 @@ class Machine:
             create=create.text(),
             delete=delete.text() if delete else None,
             stdin=stdin,
-            triggers=[self.endpoint.identity, *(triggers or [])],
+            triggers=[self.endpoint.identity, *triggers],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(
-                parent=self.parent,
-                depends_on=depends_on or [],
+                parent=parent,
+                depends_on=list(depends_on),
                 delete_before_replace=delete_before_replace,
                 additional_secret_outputs=secret_outputs,
             ),

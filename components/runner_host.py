@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pulumi
 
-from components import layout
-from components.exporter import ExporterService
-from components.github_runner import GitHubRunner
-from components.remote import Endpoint, Machine, Script
-from fleet.config import UNAME_ARCH, FleetConfig, HostSpec, JumpHost
+from components import layout, shell
+from components.arch import UNAME_ARCH, Arch
+from components.exporter import ExporterArgs, ExporterService
+from components.github_runner import GitHubRunner, GitHubRunnerArgs
+from components.remote import Machine, Script
 
 
-def endpoint_for(address: str, port: int, user: str, host_key: str, jump: JumpHost | None) -> Endpoint:
-    via = Endpoint(jump.address, jump.ssh_port, jump.ssh_user, jump.host_key) if jump else None
-    return Endpoint(address, port, user, host_key, via)
+@dataclass(frozen=True)
+class RunnerHostArgs:
+    stack: str
+    host_name: str
+    arch: Arch
+    min_disk_mb: int
+    runner_user: str
+    exporter: ExporterArgs
+    runners: tuple[GitHubRunnerArgs, ...]
 
 
 class RunnerHost(pulumi.ComponentResource):
@@ -32,67 +41,66 @@ class RunnerHost(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
+        args: RunnerHostArgs,
         *,
-        host: HostSpec,
-        fleet: FleetConfig,
-        github_dependencies: list[pulumi.Resource] | None = None,
+        machine: Machine,
+        github_dependencies: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        stack = fleet.stack
-        self.endpoint = endpoint_for(host.address, host.ssh_port, host.ssh_user, host.host_key, host.jump_host)
-        machine = Machine(self, self.endpoint, fleet.secrets.ssh_private_key)
-        user = fleet.runner_user(host)
+        stack = args.stack
+        self.machine = machine
 
         self.preflight = machine.command(
             f"{name}-preflight",
+            parent=self,
             create=Script(
-                "preflight.sh",
+                "host-preflight.create.sh",
                 {
-                    "HOST_NAME": host.name,
-                    "EXPECTED_ARCH": UNAME_ARCH[host.arch],
-                    "MIN_DISK_MB": host.min_disk_mb,
+                    "HOST_NAME": args.host_name,
+                    "EXPECTED_ARCH": UNAME_ARCH[args.arch],
+                    "MIN_DISK_MB": args.min_disk_mb,
                     "INSTALL_ROOT": layout.install_root(stack),
                 },
                 sudo=False,
             ),
         )
-        user_vars = {
-            "RUNNER_USER": user,
+        user_vars: dict[str, shell.Value] = {
+            "RUNNER_USER": args.runner_user,
             "INSTALL_ROOT": layout.install_root(stack),
             "STATE_ROOT": layout.state_root(stack),
+            "RUNNER_HOME": layout.runner_home(stack),
+            "RUNNERS_DIR": layout.runners_root(stack),
         }
         self.runner_user = machine.command(
             f"{name}-runner-user",
-            create=Script("runner-user.sh", user_vars),
-            delete=Script("runner-user-delete.sh", user_vars),
-            triggers=[user],
+            parent=self,
+            create=Script("host-runner-user.create.sh", user_vars),
+            delete=Script("host-runner-user.delete.sh", user_vars),
+            triggers=[args.runner_user],
             depends_on=[self.preflight],
         )
         self.exporter = ExporterService(
             f"{name}-exporter",
-            host=host,
-            fleet=fleet,
-            endpoint=self.endpoint,
+            args.exporter,
+            machine=machine,
             depends_on=[self.runner_user],
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.runners = [
             GitHubRunner(
-                spec.name,
-                spec=spec,
-                host=host,
-                fleet=fleet,
-                endpoint=self.endpoint,
-                depends_on=[self.runner_user, *(github_dependencies or [])],
+                runner.runner_name,
+                runner,
+                machine=machine,
+                depends_on=[self.runner_user, *github_dependencies],
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for spec in host.runners
+            for runner in args.runners
         ]
-        self.address = host.address
+        self.address = machine.endpoint.address
         self.register_outputs(
             {
-                "address": host.address,
+                "address": self.address,
                 "exporterUrl": self.exporter.url,
                 "runners": [runner.runner_name for runner in self.runners],
             }

@@ -1,4 +1,9 @@
-"""Builds the fleet's components from a validated configuration."""
+"""Builds the fleet's components from a validated configuration.
+
+This is the one module that reads the config models: it turns them into each component's typed
+args and the `Machine` each component reaches its host through. Components never import
+`fleet.config`, so each can be built and tested on its own.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components import GitHubScope, PrometheusTargets, RunnerHost
-from components.prometheus_targets import ScrapeTarget
-from fleet.config import FleetConfig
+from components.exporter import ExporterArgs
+from components.github_runner import GitHubRunnerArgs, RunnerRelease, RunnerScope
+from components.github_scope import GitHubScope, GitHubScopeArgs, RunnerGroup
+from components.prometheus_targets import PrometheusTargets, PrometheusTargetsArgs, ScrapeTarget
+from components.remote import Endpoint, Machine
+from components.runner_host import RunnerHost, RunnerHostArgs
+from fleet.config import FleetConfig, HostSpec, JumpHost, PrometheusSpec
 
 
 @dataclass
@@ -18,12 +27,115 @@ class Fleet:
     prometheus: PrometheusTargets
 
 
+def endpoint(address: str, port: int, user: str, host_key: str, jump: JumpHost | None) -> Endpoint:
+    via = Endpoint(jump.address, jump.ssh_port, jump.ssh_user, jump.host_key) if jump else None
+    return Endpoint(address, port, user, host_key, via)
+
+
+def host_machine(fleet: FleetConfig, host: HostSpec) -> Machine:
+    return Machine(
+        endpoint(host.address, host.ssh_port, host.ssh_user, host.host_key, host.jump_host),
+        fleet.secrets.ssh_private_key,
+    )
+
+
+def prometheus_machine(fleet: FleetConfig, prom: PrometheusSpec) -> Machine:
+    return Machine(
+        endpoint(prom.address, prom.ssh_port, prom.ssh_user, prom.host_key, prom.jump_host),
+        fleet.secrets.ssh_private_key,
+    )
+
+
+def scope_args(fleet: FleetConfig) -> GitHubScopeArgs:
+    github = fleet.github
+    return GitHubScopeArgs(
+        credential=fleet.secrets.github_token,
+        owner=github.owner,
+        api_url=github.effective_api_url,
+        repository=github.repository,
+        organization=github.organization,
+        registration_url=github.registration_url,
+        check_access=github.check_access,
+        runner_groups=tuple(RunnerGroup(g.name, g.visibility) for g in github.runner_groups),
+    )
+
+
+def runner_scope(fleet: FleetConfig) -> RunnerScope:
+    github = fleet.github
+    return RunnerScope(
+        repository=github.repository,
+        organization=github.organization,
+        server_url=github.server_url,
+        registration_url=github.registration_url,
+        api_url=github.effective_api_url,
+        scope_path=github.scope_path,
+        credential=fleet.secrets.github_token,
+    )
+
+
+def host_args(fleet: FleetConfig, host: HostSpec) -> RunnerHostArgs:
+    user = fleet.runner_user(host)
+    release = RunnerRelease(fleet.runner.version, fleet.runner.url(host.arch), fleet.runner.checksum(host.arch))
+    scope = runner_scope(fleet)
+    return RunnerHostArgs(
+        stack=fleet.stack,
+        host_name=host.name,
+        arch=host.arch,
+        min_disk_mb=host.min_disk_mb,
+        runner_user=user,
+        exporter=ExporterArgs(
+            stack=fleet.stack,
+            host_name=host.name,
+            address=host.address,
+            port=host.exporter_port,
+            version=fleet.exporter.version,
+            url=fleet.exporter.url(host.arch),
+            sha256=fleet.exporter.checksum(host.arch),
+        ),
+        runners=tuple(
+            GitHubRunnerArgs(
+                stack=fleet.stack,
+                runner_name=spec.name,
+                runner_user=user,
+                arch=host.arch,
+                labels=spec.labels,
+                group=spec.group,
+                release=release,
+                scope=scope,
+            )
+            for spec in host.runners
+        ),
+    )
+
+
+def prometheus_args(fleet: FleetConfig, targets: tuple[ScrapeTarget, ...]) -> PrometheusTargetsArgs:
+    prom = fleet.prometheus
+    return PrometheusTargetsArgs(
+        stack=fleet.stack,
+        port=prom.port,
+        config_path=prom.config_path,
+        targets_dir=prom.targets_dir,
+        job_name=prom.job_name,
+        scrape_interval=prom.scrape_interval,
+        manage_config=prom.manage_config,
+        service=prom.service,
+        promtool=prom.promtool,
+        targets=targets,
+    )
+
+
 def build_fleet(fleet: FleetConfig) -> Fleet:
-    scope = GitHubScope("github", fleet=fleet)
+    scope = GitHubScope("github", scope_args(fleet))
     hosts = [
-        RunnerHost(host.name, host=host, fleet=fleet, github_dependencies=list(scope.groups)) for host in fleet.hosts
+        RunnerHost(
+            host.name,
+            host_args(fleet, host),
+            machine=host_machine(fleet, host),
+            github_dependencies=list(scope.groups),
+        )
+        for host in fleet.hosts
     ]
-    targets = [
+    targets = tuple(
         ScrapeTarget(
             address=h.exporter.target,
             host=spec.name,
@@ -31,11 +143,11 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
             runners=tuple(r.name for r in spec.runners),
         )
         for h, spec in zip(hosts, fleet.hosts, strict=True)
-    ]
+    )
     prometheus = PrometheusTargets(
         "prometheus",
-        fleet=fleet,
-        targets=targets,
+        prometheus_args(fleet, targets),
+        machine=prometheus_machine(fleet, fleet.prometheus),
         depends_on=[h.exporter.runner_metrics for h in hosts],
     )
     return Fleet(scope=scope, hosts=hosts, prometheus=prometheus)

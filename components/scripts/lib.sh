@@ -18,6 +18,34 @@ write_if_changed() {
   return 0
 }
 
+# download_verified WHO WHAT URL SHA256 FILE: downloads URL to FILE and dies, having installed
+# nothing, unless its SHA-256 is SHA256.
+download_verified() {
+  local who=$1 what=$2 url=$3 sha256=$4 file=$5 got
+  say "$who: downloading $what from $url"
+  timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$file" "$url"
+  got=$(sha256sum "$file" | cut -d' ' -f1)
+  [[ "$got" == "$sha256" ]] ||
+    die "$who: checksum mismatch for $url: expected $sha256, got $got; nothing was installed"
+}
+
+# lock_monitoring_host LOCK_FILE: both stacks may touch the monitoring host at once; holds the
+# lock (file descriptor 9) until the script exits.
+lock_monitoring_host() {
+  exec 9>"$1"
+  timeout 300 flock 9 || die "timed out waiting for another runner-fleet deploy on this host"
+}
+
+# remove_unit UNIT_DIR UNIT: stops, disables and deletes a unit this stack wrote; returns 0 if
+# there was one (the caller reloads systemd), 1 if not.
+remove_unit() {
+  local file="$1/$2"
+  [[ -f "$file" ]] || return 1
+  timeout 60 systemctl stop "$2" || true
+  systemctl disable --quiet "$2" 2>/dev/null || true
+  rm -f -- "$file"
+}
+
 # read_secret: the GitHub credential arrives as the first line of stdin, never in argv or env.
 read_secret() {
   GITHUB_TOKEN=""

@@ -1,10 +1,13 @@
-"""The remote scripts as text and as programs: shellcheck, the rendered Prometheus files through
-promtool, and the Prometheus and metrics scripts executed locally against stub commands."""
+"""The remote scripts and host files as text and as programs: shellcheck, the rendered Prometheus
+files through promtool, the Prometheus and metrics scripts executed locally against stub
+commands, the host file templates, and each script's declared inputs against what the program
+passes it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -20,30 +23,111 @@ from tests.conftest import IN_CI, completed_stack_config, needs, run_program, un
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
+SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete)\.sh$")
 needs_shellcheck = needs("shellcheck")
 needs_promtool = needs("promtool")
 
 
 @needs_shellcheck
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", [*SCRIPTS, "host_files/runner-metrics.sh"])
 def test_every_script_passes_shellcheck_as_rendered(name, tmp_path):
     """Rendered = lib.sh pasted in and inputs assigned: exactly what runs on the host."""
-    rendered = tmp_path / name
-    rendered.write_text(shell.render(name, {}) if name != "lib.sh" else shell.script_text(name))
-    dialect = "sh" if name == "preflight.sh" else "bash"
+    rendered = tmp_path / Path(name).name
+    if name.startswith("host_files/"):
+        rendered.write_text(shell.host_file_text(Path(name).name))
+    else:
+        rendered.write_text(shell.render(name, {}) if name != "lib.sh" else shell.script_text(name))
+    dialect = "sh" if name == "host-preflight.create.sh" else "bash"
     result = subprocess.run(
         ["shellcheck", "-S", "warning", "-s", dialect, str(rendered)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
 
 
+def _declared_inputs(name: str) -> tuple[set[str], set[str]]:
+    """What a script says it takes: the names in its `# Inputs:` header comment, and the
+    variables its `: "${VAR:?}"` block checks before anything runs."""
+    text = (shell.SCRIPTS_DIR / name).read_text()
+    header = re.search(r"^# Inputs:(.*\n(?:#  .*\n)*)", text, re.M)
+    assert header, f"{name} has no '# Inputs:' header"
+    commented = {w for w in re.findall(r"\b[A-Z][A-Z0-9_]+\b", header.group(1))}
+    checks = "".join(line + "\n" for line in text.splitlines() if line.startswith(': "'))
+    checked = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:?]", checks))
+    return commented, checked
+
+
+def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
+    """Per script: (resource.field, the variables the program assigns) for every use of it in
+    both committed stacks and an organization-scoped stack with a runner group."""
+    uses: dict[str, list[tuple[str, set[str]]]] = {}
+    org = completed_stack_config("staging")
+    org["github"] = {"organization": "example-org", "runnerGroups": [{"name": "ci"}]}
+    org["hosts"][0]["runners"][0]["group"] = "ci"
+    for stack, config in (
+        ("production", completed_stack_config("production")),
+        ("staging", completed_stack_config("staging")),
+        ("staging", org),
+    ):
+        for command in run_program(config, stack).commands():
+            inputs = unwrap(command.inputs)
+            for field in ("create", "delete"):
+                if field not in inputs:
+                    continue
+                argv = shlex.split(inputs[field])
+                script = argv[argv.index("-c") + 1]
+                name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
+                header = script.split(shell.END_OF_INPUTS, 1)[0]
+                assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
+                uses.setdefault(name, []).append((f"{command.name}.{field}", assigned))
+    return uses
+
+
+def test_script_files_are_named_after_their_resource_and_operation():
+    """`<kind>-<child>.<create|delete>.sh`: the script of child `<name>-<child>` of a host,
+    exporter, runner or the Prometheus component; each is run by a command of that name."""
+    uses = _passed_inputs()
+    assert sorted(uses) == [s for s in SCRIPTS if s != "lib.sh"], "a script no command runs, or a missing one"
+    for name, resources in uses.items():
+        assert SCRIPT_NAME_RE.match(name), name
+        child, operation = name.removesuffix(".sh").rsplit(".", 1)
+        child = child.split("-", 1)[1]
+        for resource, _ in resources:
+            assert resource.endswith(f"-{child}.{operation}"), (name, resource)
+
+
+def test_every_script_declares_exactly_the_inputs_the_program_passes():
+    uses = _passed_inputs()
+    for name, resources in uses.items():
+        commented, checked = _declared_inputs(name)
+        assert commented == checked, f"{name}: '# Inputs:' header and the checks block differ"
+        for resource, assigned in resources:
+            assert assigned == checked, (
+                f"{name} for {resource}: passed but not declared {sorted(assigned - checked)}, "
+                f"declared but not passed {sorted(checked - assigned)}"
+            )
+
+
+def test_host_files_render_only_plain_tokens():
+    """A value that could end a unit line or carry a specifier never reaches a host file."""
+    values = {"stack": "lab", "service_unit": "x.service"}
+    assert "Unit=x.service\n" in shell.host_file("runner-metrics.timer.tmpl", values)
+    assert "##" not in shell.host_file("runner-metrics.timer.tmpl", values)
+    for bad in ("a b", "x\nExecStartPre=/bin/evil", "%h", "$HOME", "a#b", ""):
+        with pytest.raises(ValueError, match="not a plain token"):
+            shell.host_file("runner-metrics.timer.tmpl", {**values, "service_unit": bad})
+    with pytest.raises(ValueError, match="missing \\['service_unit'\\]"):
+        shell.host_file("runner-metrics.timer.tmpl", {"stack": "lab"})
+    with pytest.raises(ValueError, match="unknown \\['extra'\\]"):
+        shell.host_file("runner-metrics.timer.tmpl", {**values, "extra": "x"})
+
+
 def test_rendering_quotes_every_value():
-    text = shell.render("runner-uninstall.sh", {"RUNNER_NAME": "a'b $(x)", "RUNNER_DIR": "/x y", "INSTALL_ROOT": "/"})
-    assert text.startswith("#!/usr/bin/env bash\n# runner-fleet runner-uninstall.sh: inputs\n")
+    text = shell.render("runner-install.delete.sh", {"RUNNER_NAME": "a'b $(x)", "RUNNER_DIR": "/x y"})
+    assert text.startswith("#!/usr/bin/env bash\n# runner-fleet runner-install.delete.sh: inputs\n")
     assert "RUNNER_NAME='a'\"'\"'b $(x)'\n" in text
     assert "RUNNER_DIR='/x y'\n" in text
     with pytest.raises(ValueError):
-        shell.render("runner-uninstall.sh", {"bad name": "x"})
+        shell.render("runner-install.delete.sh", {"bad name": "x"})
 
 
 def test_command_text_runs_the_script_through_sudo_bash(tmp_path):
@@ -51,7 +135,13 @@ def test_command_text_runs_the_script_through_sudo_bash(tmp_path):
     stub = tmp_path / "sudo"
     stub.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
     stub.chmod(0o755)
-    text = shell.command("runner-uninstall.sh", {"RUNNER_NAME": "r1", "RUNNER_DIR": "/nowhere", "INSTALL_ROOT": "/x"})
+    variables = {
+        "RUNNER_NAME": "r1",
+        "RUNNER_DIR": "/nowhere",
+        "DOWNLOAD_DIR": "/nowhere.d",
+        "RUNNERS_DIR": "/x/runners",
+    }
+    text = shell.command("runner-install.delete.sh", variables)
     assert text.startswith("sudo -n /bin/bash -c '")
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
     result = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, env=env, check=False)
@@ -165,15 +255,17 @@ def _run_job_script(tmp_path: Path, env: dict, config: Path, manage: bool = True
     variables = {
         "CONFIG_PATH": str(config),
         "TARGETS_DIR": str(tmp_path / "targets"),
+        "TARGETS_GLOB": f"{tmp_path / 'targets'}/*.json",
         "JOB_NAME": "github-runner-health",
         "JOB_BLOCK": job_block("github-runner-health", str(tmp_path / "targets"), "15s"),
         "MANAGE_CONFIG": manage,
         "SERVICE": "prometheus",
         "PROMTOOL": "promtool",
         "PROM_URL": "http://127.0.0.1:9090",
+        "LOCK_FILE": str(tmp_path / "prometheus.lock"),
     }
     return subprocess.run(
-        ["bash", "-c", shell.render("prometheus-job.sh", variables)],
+        ["bash", "-c", shell.render("prometheus-scrape-job.create.sh", variables)],
         capture_output=True,
         text=True,
         env=env,
@@ -264,6 +356,8 @@ def test_target_file_script_validates_then_publishes(prometheus_host):
     variables = {
         "STACK": "staging",
         "TARGETS_DIR": str(targets_dir),
+        "TARGETS_GLOB": f"{targets_dir}/*.json",
+        "LOCK_FILE": str(tmp_path / "prometheus.lock"),
         "TARGET_FILE": "runner-fleet-staging.json",
         "TARGETS_JSON": content,
         "PROMTOOL": "promtool",
@@ -271,13 +365,13 @@ def test_target_file_script_validates_then_publishes(prometheus_host):
         "JOB_NAME": "github-runner-health",
         "EXPECT": "10.0.0.5:9103",
     }
-    script = shell.render("prometheus-targets.sh", variables)
+    script = shell.render("prometheus-target-file.create.sh", variables)
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
     assert sorted(p.name for p in targets_dir.iterdir()) == ["runner-fleet-staging.json"]
 
-    bad = shell.render("prometheus-targets.sh", {**variables, "TARGETS_JSON": '[{"targets": "not-a-list"}]'})
+    bad = shell.render("prometheus-target-file.create.sh", {**variables, "TARGETS_JSON": '[{"targets": "not-a-list"}]'})
     result = subprocess.run(["bash", "-c", bad], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 1 and "promtool rejected the target file" in result.stderr
     assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
@@ -311,9 +405,11 @@ def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
     out_dir = tmp_path / "textfile"
     out_dir.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    script = shell.script_text("runner-metrics.sh")
-    subprocess.run(["bash", "-c", script, "runner-metrics", str(conf), str(out_dir)], env=env, check=True)
-    text = (out_dir / "runner-fleet-runners.prom").read_text()
+    script = shell.host_file_text("runner-metrics.sh")
+    out = out_dir / "runner-fleet-runners.prom"
+    subprocess.run(["bash", "-c", script, "runner-metrics", str(conf), str(out)], env=env, check=True)
+    assert sorted(p.name for p in out_dir.iterdir()) == [out.name]
+    text = out.read_text()
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     values = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in text.splitlines() if not line.startswith("#")}
@@ -358,16 +454,3 @@ def test_every_shell_script_in_the_repository_passes_shellcheck():
         ["shellcheck", "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
-
-
-def test_drift_detection_covers_every_committed_stack():
-    """Each Pulumi.<stack>.yaml must be previewed with --expect-no-changes by the workflow."""
-    import yaml
-
-    project = shell.SCRIPTS_DIR.parent.parent
-    workflow = yaml.safe_load((project / ".github" / "workflows" / "drift.yml").read_text())
-    job = workflow["jobs"]["preview"]
-    stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project.glob("Pulumi.*.yaml"))
-    assert sorted(job["strategy"]["matrix"]["stack"]) == stacks == ["production", "staging"]
-    step = next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
-    assert step["with"] == {"command": "preview", "stack-name": "${{ matrix.stack }}", "expect-no-changes": True}

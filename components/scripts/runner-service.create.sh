@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs and starts the runner's systemd service (svc.sh), records the runner for the metrics
 # collector, and waits until the runner itself reports that it is listening for jobs.
-# Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER UNIT METRICS_CONF METRICS_CONF_CONTENT
+# Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER UNIT_DIR UNIT METRICS_CONF METRICS_CONF_CONTENT
 set -euo pipefail
-: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${UNIT:?}" "${METRICS_CONF:?}" "${METRICS_CONF_CONTENT:?}"
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
+: "${METRICS_CONF_CONTENT:?}"
 # @include lib.sh
 
 # svc.sh names the unit and records the name in .service; that record is the truth (UNIT is
 # what it is expected to be, e.g. for the stack outputs).
 unit=""
 [[ -f "$RUNNER_DIR/.service" ]] && unit=$(cat "$RUNNER_DIR/.service")
-if [[ -z "$unit" || ! -f "/etc/systemd/system/$unit" ]]; then
+if [[ -z "$unit" || ! -f "$UNIT_DIR/$unit" ]]; then
   say "$RUNNER_NAME: installing service $UNIT"
   (cd "$RUNNER_DIR" && timeout 120 ./svc.sh install "$RUNNER_USER") </dev/null
   unit=$(cat "$RUNNER_DIR/.service")

@@ -2,28 +2,26 @@
 # Installs (or upgrades) the pinned actions/runner release into the runner's directory.
 # The tarball is SHA-256 verified before anything is extracted; a marker written last makes a
 # re-run after a kill start over cleanly, and makes an unchanged re-run a no-op.
-# Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER RUNNER_VERSION RUNNER_URL RUNNER_SHA256
+# Inputs: RUNNER_NAME RUNNER_DIR DOWNLOAD_DIR RELEASE_MARKER RUNNER_USER RUNNER_VERSION RUNNER_URL
+#         RUNNER_SHA256
 set -euo pipefail
-: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${RUNNER_VERSION:?}" "${RUNNER_URL:?}" "${RUNNER_SHA256:?}"
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${DOWNLOAD_DIR:?}" "${RELEASE_MARKER:?}" "${RUNNER_USER:?}"
+: "${RUNNER_VERSION:?}" "${RUNNER_URL:?}" "${RUNNER_SHA256:?}"
 # @include lib.sh
 
-marker="$RUNNER_DIR/.runner-fleet-release"
+marker="$RUNNER_DIR/$RELEASE_MARKER"
 want="$RUNNER_VERSION $RUNNER_SHA256 $RUNNER_USER"
 if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then
   say "$RUNNER_NAME: runner $RUNNER_VERSION already installed"
   exit 0
 fi
 
-download="$RUNNER_DIR.download"
+download=$DOWNLOAD_DIR
 rm -rf -- "$download"
 install -d -m 0700 -o root -g root "$download"
 trap 'rm -rf -- "$download"' EXIT
 tarball="$download/runner.tar.gz"
-say "$RUNNER_NAME: downloading runner $RUNNER_VERSION from $RUNNER_URL"
-timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$tarball" "$RUNNER_URL"
-got=$(sha256sum "$tarball" | cut -d' ' -f1)
-[[ "$got" == "$RUNNER_SHA256" ]] ||
-  die "$RUNNER_NAME: checksum mismatch for $RUNNER_URL: expected $RUNNER_SHA256, got $got; nothing was installed"
+download_verified "$RUNNER_NAME" "runner $RUNNER_VERSION" "$RUNNER_URL" "$RUNNER_SHA256" "$tarball"
 
 # An upgrade replaces files under a running service: stop it, and start it again afterwards.
 unit=""

@@ -4,21 +4,20 @@
 # scrape_configs (the user's other jobs and comments stay as they are), the candidate is
 # validated with promtool beside the live file, moved into place atomically, and Prometheus is
 # reloaded only then. When the config is managed elsewhere, the job is only checked for.
-# Inputs: CONFIG_PATH TARGETS_DIR JOB_NAME JOB_BLOCK MANAGE_CONFIG SERVICE PROMTOOL PROM_URL
+# Inputs: CONFIG_PATH TARGETS_DIR TARGETS_GLOB JOB_NAME JOB_BLOCK MANAGE_CONFIG SERVICE PROMTOOL
+#         PROM_URL LOCK_FILE
 set -euo pipefail
-: "${CONFIG_PATH:?}" "${TARGETS_DIR:?}" "${JOB_NAME:?}" "${JOB_BLOCK:?}" "${MANAGE_CONFIG:?}"
-: "${SERVICE:?}" "${PROMTOOL:?}" "${PROM_URL:?}"
+: "${CONFIG_PATH:?}" "${TARGETS_DIR:?}" "${TARGETS_GLOB:?}" "${JOB_NAME:?}" "${JOB_BLOCK:?}" "${MANAGE_CONFIG:?}"
+: "${SERVICE:?}" "${PROMTOOL:?}" "${PROM_URL:?}" "${LOCK_FILE:?}"
 # @include lib.sh
 
-# Both stacks may touch the monitoring host at once: serialize.
-exec 9>/run/lock/runner-fleet-prometheus.lock
-timeout 300 flock 9 || die "timed out waiting for another runner-fleet deploy on this host"
+lock_monitoring_host "$LOCK_FILE"
 
 [[ -f "$CONFIG_PATH" ]] || die "Prometheus configuration $CONFIG_PATH does not exist"
 command -v "$PROMTOOL" >/dev/null || die "promtool ($PROMTOOL) is not installed on the monitoring host"
 install -d -m 0755 "$TARGETS_DIR"
 
-glob="$TARGETS_DIR/*.json"
+glob=$TARGETS_GLOB
 if grep -Eq "^[[:space:]]*-?[[:space:]]*job_name:[[:space:]]*[\"']?${JOB_NAME}[\"']?[[:space:]]*(#.*)?$" "$CONFIG_PATH"; then
   grep -Fq "$glob" "$CONFIG_PATH" ||
     die "job '$JOB_NAME' exists in $CONFIG_PATH but does not read $glob; add it to the job's file_sd_configs files"

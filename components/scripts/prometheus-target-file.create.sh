@@ -2,14 +2,14 @@
 # Publishes this stack's file_sd target file. The candidate is validated with promtool first and
 # renamed into place atomically (file_sd picks it up without a reload); a rejected file leaves
 # the previous one untouched. Then waits until Prometheus lists every target in the job.
-# Inputs: STACK TARGETS_DIR TARGET_FILE TARGETS_JSON PROMTOOL PROM_URL JOB_NAME EXPECT
+# Inputs: STACK TARGETS_DIR TARGETS_GLOB TARGET_FILE TARGETS_JSON PROMTOOL PROM_URL JOB_NAME EXPECT
+#         LOCK_FILE
 set -euo pipefail
-: "${STACK:?}" "${TARGETS_DIR:?}" "${TARGET_FILE:?}" "${TARGETS_JSON:?}" "${PROMTOOL:?}" "${PROM_URL:?}"
-: "${JOB_NAME:?}" "${EXPECT:?}"
+: "${STACK:?}" "${TARGETS_DIR:?}" "${TARGETS_GLOB:?}" "${TARGET_FILE:?}" "${TARGETS_JSON:?}" "${PROMTOOL:?}"
+: "${PROM_URL:?}" "${JOB_NAME:?}" "${EXPECT:?}" "${LOCK_FILE:?}"
 # @include lib.sh
 
-exec 9>/run/lock/runner-fleet-prometheus.lock
-timeout 300 flock 9 || die "timed out waiting for another runner-fleet deploy on this host"
+lock_monitoring_host "$LOCK_FILE"
 
 final="$TARGETS_DIR/$TARGET_FILE"
 if [[ -f "$final" && "$(cat "$final")" == "$(printf '%s' "$TARGETS_JSON")" ]]; then
@@ -45,4 +45,4 @@ for _ in $(seq 1 90); do
   fi
   sleep 1
 done
-die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_DIR/*.json?"
+die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_GLOB?"

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Installs the runner metrics collector (script + oneshot service + 15 s timer) for this stack
 # and runs it once, so the exporter serves runner metrics as soon as the deploy finishes.
-# Inputs: HOST_NAME COLLECTOR_PATH COLLECTOR SERVICE_UNIT SERVICE_CONTENT TIMER_UNIT TIMER_CONTENT
-#         CONF_DIR TEXTFILE_DIR
+# Inputs: HOST_NAME COLLECTOR_PATH COLLECTOR UNIT_DIR SERVICE_UNIT SERVICE_CONTENT TIMER_UNIT
+#         TIMER_CONTENT CONF_DIR TEXTFILE_DIR METRICS_FILE
 set -euo pipefail
-: "${HOST_NAME:?}" "${COLLECTOR_PATH:?}" "${COLLECTOR:?}" "${SERVICE_UNIT:?}" "${SERVICE_CONTENT:?}"
-: "${TIMER_UNIT:?}" "${TIMER_CONTENT:?}" "${CONF_DIR:?}" "${TEXTFILE_DIR:?}"
+: "${HOST_NAME:?}" "${COLLECTOR_PATH:?}" "${COLLECTOR:?}" "${UNIT_DIR:?}" "${SERVICE_UNIT:?}" "${SERVICE_CONTENT:?}"
+: "${TIMER_UNIT:?}" "${TIMER_CONTENT:?}" "${CONF_DIR:?}" "${TEXTFILE_DIR:?}" "${METRICS_FILE:?}"
 # @include lib.sh
 
 install -d -m 0755 "$CONF_DIR" "$TEXTFILE_DIR"
 write_if_changed "$COLLECTOR_PATH" 0755 "$COLLECTOR" || true
-write_if_changed "/etc/systemd/system/$SERVICE_UNIT" 0644 "$SERVICE_CONTENT" || true
-write_if_changed "/etc/systemd/system/$TIMER_UNIT" 0644 "$TIMER_CONTENT" || true
+write_if_changed "$UNIT_DIR/$SERVICE_UNIT" 0644 "$SERVICE_CONTENT" || true
+write_if_changed "$UNIT_DIR/$TIMER_UNIT" 0644 "$TIMER_CONTENT" || true
 # Always: a run killed between writing a unit and reloading must not leave systemd behind.
 systemctl daemon-reload
 systemctl enable --quiet "$TIMER_UNIT"
 systemctl start "$TIMER_UNIT"
 timeout 60 systemctl start "$SERVICE_UNIT" ||
   die "$HOST_NAME: the runner metrics collector failed: $(journalctl -u "$SERVICE_UNIT" -n 10 --no-pager 2>&1)"
-[[ -s "$TEXTFILE_DIR/runner-fleet-runners.prom" ]] || die "$HOST_NAME: the collector wrote no metrics"
+[[ -s "$METRICS_FILE" ]] || die "$HOST_NAME: the collector wrote no metrics"
 say "$HOST_NAME: runner metrics collected every 15 s ($TIMER_UNIT)"

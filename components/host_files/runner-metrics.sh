@@ -2,12 +2,12 @@
 # Runner metrics for the node exporter's textfile collector, run every 15 s by a systemd timer.
 # One gauge per runner and metric, so a runner whose service vanished still shows up as 0.
 # "online" and "busy" are what the runner itself reports in its listener log.
-# Arguments: CONF_DIR TEXTFILE_DIR
+# Installed by exporter-runner-metrics.create.sh; the unit (runner-metrics.service.tmpl) passes
+# the arguments. Arguments: CONF_DIR METRICS_FILE
 set -euo pipefail
 # @include lib.sh
 conf_dir=${1:?conf dir}
-textfile_dir=${2:?textfile dir}
-out="$textfile_dir/runner-fleet-runners.prom"
+out=${2:?metrics file}
 
 escape() { local v=${1//\\/\\\\}; v=${v//\"/\\\"}; printf '%s' "${v//$'\n'/\\n}"; }
 

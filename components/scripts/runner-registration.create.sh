@@ -5,10 +5,10 @@
 # same on the first deploy and on a relabel months later. Labels change in place through the
 # REST API: no re-registration, no second runner, no window where the old one is deleted.
 # Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER REGISTRATION_URL API_URL SCOPE_PATH
-#         CUSTOM_LABELS (comma-separated) RUNNER_GROUP (may be empty) DISABLE_UPDATE
+#         CUSTOM_LABELS (comma-separated) RUNNER_GROUP (may be empty) DISABLE_UPDATE UNIT_DIR
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${REGISTRATION_URL:?}" "${API_URL:?}" "${SCOPE_PATH:?}"
-: "${CUSTOM_LABELS?}" "${RUNNER_GROUP?}" "${DISABLE_UPDATE:?}"
+: "${CUSTOM_LABELS?}" "${RUNNER_GROUP?}" "${DISABLE_UPDATE:?}" "${UNIT_DIR:?}"
 # @include lib.sh
 read_secret
 
@@ -49,7 +49,7 @@ if [[ "$registered" != true ]]; then
   [[ -n "$id" ]] || die "$RUNNER_NAME: config.sh finished but $runner_file has no agentId"
   # An installed service runs the new registration (it may have stopped when GitHub dropped
   # the old one); on a first deploy the service step installs and starts it.
-  if [[ -n "$unit" && -f "/etc/systemd/system/$unit" ]]; then
+  if [[ -n "$unit" && -f "$UNIT_DIR/$unit" ]]; then
     systemctl start "$unit"
   fi
 fi

@@ -1,25 +1,22 @@
 #!/usr/bin/env bash
 # Installs this stack's node exporter on its own port: the pinned release, SHA-256 verified,
 # under a hardened systemd unit; the textfile collector directory carries the runner metrics.
-# Inputs: HOST_NAME EXPORTER_VERSION EXPORTER_URL EXPORTER_SHA256 EXPORTER_DIR TEXTFILE_DIR
-#         PORT UNIT UNIT_CONTENT
+# Inputs: HOST_NAME EXPORTER_VERSION EXPORTER_URL EXPORTER_SHA256 EXPORTER_DIR RELEASE_MARKER
+#         TEXTFILE_DIR PORT UNIT_DIR UNIT UNIT_CONTENT
 set -euo pipefail
 : "${HOST_NAME:?}" "${EXPORTER_VERSION:?}" "${EXPORTER_URL:?}" "${EXPORTER_SHA256:?}" "${EXPORTER_DIR:?}"
-: "${TEXTFILE_DIR:?}" "${PORT:?}" "${UNIT:?}" "${UNIT_CONTENT:?}"
+: "${RELEASE_MARKER:?}" "${TEXTFILE_DIR:?}" "${PORT:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${UNIT_CONTENT:?}"
 # @include lib.sh
 
 release_dir="$EXPORTER_DIR/$EXPORTER_VERSION"
 binary="$release_dir/node_exporter"
-marker="$release_dir/.runner-fleet-release"
+marker="$release_dir/$RELEASE_MARKER"
 changed=false
 if [[ ! -x "$binary" || ! -f "$marker" || "$(cat "$marker")" != "$EXPORTER_SHA256" ]]; then
   download=$(mktemp -d)
   trap 'rm -rf -- "$download"' EXIT
-  say "$HOST_NAME: downloading node exporter $EXPORTER_VERSION from $EXPORTER_URL"
-  timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$download/exporter.tar.gz" "$EXPORTER_URL"
-  got=$(sha256sum "$download/exporter.tar.gz" | cut -d' ' -f1)
-  [[ "$got" == "$EXPORTER_SHA256" ]] ||
-    die "$HOST_NAME: checksum mismatch for $EXPORTER_URL: expected $EXPORTER_SHA256, got $got; nothing was installed"
+  download_verified "$HOST_NAME" "node exporter $EXPORTER_VERSION" "$EXPORTER_URL" "$EXPORTER_SHA256" \
+    "$download/exporter.tar.gz"
   tar -xzf "$download/exporter.tar.gz" -C "$download" --no-same-owner --strip-components=1
   install -d -m 0755 "$release_dir"
   install -m 0755 "$download/node_exporter" "$binary.tmp"
@@ -32,7 +29,7 @@ install -d -m 0755 "$TEXTFILE_DIR"
 # A restart owed by an earlier run that was killed half-way is remembered in a marker.
 pending="$EXPORTER_DIR/.restart-pending"
 [[ "$changed" == true ]] && touch "$pending"
-if write_if_changed "/etc/systemd/system/$UNIT" 0644 "$UNIT_CONTENT"; then
+if write_if_changed "$UNIT_DIR/$UNIT" 0644 "$UNIT_CONTENT"; then
   touch "$pending"
 fi
 [[ -f "$pending" ]] && changed=true

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Stops and uninstalls the runner's service and forgets it in the metrics collector.
-# Inputs: RUNNER_NAME RUNNER_DIR UNIT METRICS_CONF
+# Inputs: RUNNER_NAME RUNNER_DIR UNIT_DIR UNIT METRICS_CONF
 set -euo pipefail
-: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
 # @include lib.sh
 
 rm -f -- "$METRICS_CONF"
 unit=$UNIT
 if [[ -s "$RUNNER_DIR/.service" ]]; then unit=$(cat "$RUNNER_DIR/.service"); fi
-unit_file="/etc/systemd/system/$unit"
+unit_file="$UNIT_DIR/$unit"
 if [[ -f "$unit_file" ]]; then
   timeout 330 systemctl stop "$unit" || true
   if [[ -x "$RUNNER_DIR/svc.sh" ]]; then

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Deletes the runner's directory (after its service and registration are gone).
+# Inputs: RUNNER_NAME RUNNER_DIR DOWNLOAD_DIR RUNNERS_DIR
+set -euo pipefail
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${DOWNLOAD_DIR:?}" "${RUNNERS_DIR:?}"
+# @include lib.sh
+
+case "$RUNNER_DIR" in
+  "$RUNNERS_DIR"/?*) ;;
+  *) die "refusing to delete $RUNNER_DIR: not under $RUNNERS_DIR" ;;
+esac
+rm -rf -- "$RUNNER_DIR" "$DOWNLOAD_DIR"
+say "$RUNNER_NAME: removed $RUNNER_DIR"
