@@ -1,0 +1,422 @@
+"""`runner-fleet`: operator commands next to the Pulumi program (`python -m fleet ...`).
+
+    runner-fleet orphans [--stack NAME]... [--delete [--grace 14d]] [--json]
+
+Each subcommand documents its exit codes in `--help`. The GitHub credential is read from the
+environment variable RUNNER_FLEET_GITHUB_TOKEN or from `--token-file FILE` (`-` = stdin), never
+from the command line, and is never printed. Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from fleet.config import NAMESPACE, GitHubSettings
+from fleet.github_api import ApiError, GitHubApi, Runner
+
+TOKEN_ENV = "RUNNER_FLEET_GITHUB_TOKEN"  # noqa: S105 - the name of the variable, not a credential
+STDIN = "-"
+DEFAULT_GRACE = "3d"
+
+# Exit codes of `orphans`.
+EXIT_CLEAN = 0
+EXIT_ORPHANS = 1
+EXIT_USAGE = 2
+EXIT_GITHUB = 3
+EXIT_DELETE_FAILED = 4
+
+_DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+# The clock the grace period is measured with (tests move it).
+now: Callable[[], float] = time.time
+
+
+class UsageError(Exception):
+    """A problem the operator fixes (exit code 2)."""
+
+
+class Output:
+    """stdout for results, stderr for progress; the credential is masked in both."""
+
+    def __init__(self, out: TextIO, err: TextIO, secret: str | None = None):
+        self.out, self.err, self.secret = out, err, secret
+
+    def _mask(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+    def result(self, text: str) -> None:
+        print(self._mask(text), file=self.out, flush=True)
+
+    def progress(self, text: str) -> None:
+        print(self._mask(f"runner-fleet: {text}"), file=self.err, flush=True)
+
+
+# --- stacks -------------------------------------------------------------------------------
+
+
+@dataclass
+class Scope:
+    """One registration scope (repository or organization on one GitHub) and who declares what in it."""
+
+    api_url: str
+    path: str  # repos/O/R | orgs/O
+    stacks: list[str] = field(default_factory=list)
+    declared: set[str] = field(default_factory=set)  # runner names, lower-case
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.api_url.lower(), self.path.lower())
+
+
+def read_stacks(project_dir: Path) -> dict[str, tuple[GitHubSettings, list[str]]]:
+    """Every Pulumi.<stack>.yaml of the project: its GitHub settings and declared runner names."""
+    stacks: dict[str, tuple[GitHubSettings, list[str]]] = {}
+    files = sorted(project_dir.glob("Pulumi.*.yaml"))
+    if not files:
+        raise UsageError(f"no Pulumi.<stack>.yaml in {project_dir} (use --project-dir)")
+    for path in files:
+        stack = path.name[len("Pulumi.") : -len(".yaml")]
+        try:
+            config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+            settings = TypeAdapter(GitHubSettings).validate_python(config.get(f"{NAMESPACE}:github"))
+        except (OSError, yaml.YAMLError, ValidationError, AttributeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UsageError(f"{path.name}: cannot read {NAMESPACE}:github: {first}") from None
+        names = []
+        hosts = config.get(f"{NAMESPACE}:hosts") or []
+        for host in hosts if isinstance(hosts, list) else []:
+            for runner in (host.get("runners") or []) if isinstance(host, dict) else []:
+                if isinstance(runner, dict) and isinstance(runner.get("name"), str):
+                    names.append(runner["name"])
+        stacks[stack] = (settings, names)
+    return stacks
+
+
+def scopes_for(stacks: dict[str, tuple[GitHubSettings, list[str]]], selected: list[str]) -> list[Scope]:
+    """The scopes of the selected stacks, each with the runners every stack declares there."""
+    unknown = sorted(set(selected) - set(stacks))
+    if unknown:
+        raise UsageError(f"no stack file for {', '.join(unknown)} (known: {', '.join(sorted(stacks))})")
+    every: dict[tuple[str, str], Scope] = {}
+    for stack, (settings, names) in stacks.items():
+        scope = Scope(settings.effective_api_url, settings.scope_path)
+        scope = every.setdefault(scope.key, scope)
+        scope.stacks.append(stack)
+        scope.declared.update(n.lower() for n in names)
+    wanted = []
+    for stack in selected or sorted(stacks):
+        settings, _ = stacks[stack]
+        scope = every[Scope(settings.effective_api_url, settings.scope_path).key]
+        if scope not in wanted:
+            wanted.append(scope)
+    return wanted
+
+
+# --- the offline ledger -------------------------------------------------------------------
+
+
+def default_ledger() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "runner-fleet" / "offline-since.json"
+
+
+class Ledger:
+    """When each orphan was first seen offline. GitHub does not say since when a runner is
+    offline, so the grace period counts from the first run that saw it offline; a run that sees
+    it online or busy starts the count again. Losing the file only delays deletions."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            data = json.loads(path.read_text())
+            self.entries: dict[str, float] = {str(k): float(v) for k, v in data.get("offline_since", {}).items()}
+        except FileNotFoundError:
+            self.entries = {}
+        except (OSError, ValueError, AttributeError) as e:
+            raise UsageError(f"{path}: unreadable ledger ({e}); move it away to start afresh") from None
+
+    @staticmethod
+    def key(scope: Scope, runner: Runner) -> str:
+        return f"{scope.api_url}/{scope.path}#{runner.id}"
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"offline_since": self.entries}, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.path)
+
+
+# --- orphans ------------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 14d, 36h, 2w")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _human(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else None
+
+
+def read_token(token_file: str | None, stdin: TextIO) -> str:
+    if token_file:
+        try:
+            text = stdin.read() if token_file == STDIN else Path(token_file).read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read the token file: {e.strerror}") from None
+        token = text.strip()
+        source = "stdin" if token_file == STDIN else token_file
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        source = TOKEN_ENV
+    if not token:
+        raise UsageError(f"no GitHub credential: set {TOKEN_ENV} or pass --token-file FILE (- for stdin)")
+    if any(c.isspace() for c in token):
+        raise UsageError(f"the GitHub credential from {source} is not a single token")
+    return token
+
+
+def _decide(api: GitHubApi, scope: Scope, runner: Runner, ledger: Ledger, args: argparse.Namespace) -> dict:
+    """What happens to one orphan; deletes it when it is offline, idle and past the grace period."""
+    key = Ledger.key(scope, runner)
+    entry: dict[str, Any] = {
+        "id": runner.id,
+        "name": runner.name,
+        "status": runner.status,
+        "busy": runner.busy,
+        "labels": list(runner.labels),
+    }
+    if runner.busy or runner.status != "offline":
+        ledger.entries.pop(key, None)
+        entry.update(offline_since=None, action="kept", reason="busy" if runner.busy else runner.status)
+        return entry
+    since = ledger.entries.setdefault(key, now())
+    entry["offline_since"] = _iso(since)
+    offline_for = now() - since
+    if not args.delete:
+        entry.update(action="listed", reason=f"offline for at least {_human(offline_for)}")
+        return entry
+    if offline_for < args.grace:
+        entry.update(action="kept", reason=f"offline for {_human(offline_for)} of {args.grace_text} grace")
+        return entry
+    # Fresh look right before deleting: it may have come back since the list was read.
+    fresh = api.get_runner(scope.path, runner.id)
+    if fresh is None:
+        ledger.entries.pop(key, None)
+        entry.update(action="gone", reason="no longer registered")
+        return entry
+    if fresh.busy or fresh.status != "offline":
+        ledger.entries.pop(key, None)
+        entry.update(status=fresh.status, busy=fresh.busy, action="kept", reason="busy" if fresh.busy else "online")
+        return entry
+    try:
+        api.delete_runner(scope.path, runner.id)
+    except ApiError as e:
+        if e.status == 422:  # GitHub: still running a job
+            ledger.entries.pop(key, None)
+            entry.update(busy=True, action="kept", reason="busy (GitHub refused the deletion: 422)")
+        elif e.status == 404:
+            ledger.entries.pop(key, None)
+            entry.update(action="gone", reason="no longer registered")
+        else:
+            entry.update(action="failed", reason=str(e))
+        return entry
+    ledger.entries.pop(key, None)
+    entry.update(action="deleted", reason=f"offline for {_human(offline_for)}")
+    return entry
+
+
+def cmd_orphans(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
+    stacks = read_stacks(Path(args.project_dir))
+    scopes = scopes_for(stacks, args.stack or [])
+    token = read_token(args.token_file, stdin)
+    out.secret = token
+    ledger = Ledger(Path(args.ledger) if args.ledger else default_ledger())
+    report: list[dict[str, Any]] = []
+    code = EXIT_CLEAN
+    try:
+        for scope in scopes:
+            api = GitHubApi(scope.api_url, token, log=out.progress)
+            out.progress(f"listing the runners of {scope.path} on {scope.api_url}")
+            runners = api.list_runners(scope.path, lambda n, total: out.progress(f"  {n}/{total} runners read"))
+            known = {Ledger.key(scope, r) for r in runners}
+            prefix = f"{scope.api_url}/{scope.path}#"
+            for key in [k for k in ledger.entries if k.startswith(prefix) and k not in known]:
+                del ledger.entries[key]  # registrations that went away
+            orphans = [r for r in runners if r.name.lower() not in scope.declared]
+            out.progress(f"{len(runners)} registered, {len(orphans)} declared by no stack")
+            entries = []
+            for runner in orphans:
+                entry = _decide(api, scope, runner, ledger, args)
+                if entry["action"] == "deleted":
+                    out.progress(f"deleted {runner.name} (id {runner.id})")
+                entries.append(entry)
+            report.append(
+                {
+                    "scope": scope.path,
+                    "api_url": scope.api_url,
+                    "stacks": sorted(scope.stacks),
+                    "registered": len(runners),
+                    "declared": len(scope.declared),
+                    "orphans": entries,
+                }
+            )
+    except ApiError as e:
+        out.progress(f"GitHub could not be queried: {e}")
+        ledger.save()
+        return EXIT_GITHUB
+    ledger.save()
+    entries = [e for s in report for e in s["orphans"]]
+    if any(e["action"] == "failed" for e in entries):
+        code = EXIT_DELETE_FAILED
+    elif any(e["action"] in ("listed", "kept") for e in entries):
+        code = EXIT_ORPHANS
+    if args.json:
+        out.result(json.dumps({"exit_code": code, "scopes": report}, indent=1))
+    else:
+        _print_orphans(out, report)
+    return code
+
+
+def _print_orphans(out: Output, report: list[dict[str, Any]]) -> None:
+    for scope in report:
+        out.result(
+            f"{scope['scope']} on {scope['api_url']}: {scope['registered']} registered, "
+            f"{scope['declared']} declared by stack(s) {', '.join(scope['stacks'])}, "
+            f"{len(scope['orphans'])} orphan(s)"
+        )
+        if not scope["orphans"]:
+            continue
+        rows = [("ID", "NAME", "STATUS", "BUSY", "OFFLINE SINCE", "ACTION")]
+        for e in scope["orphans"]:
+            rows.append(
+                (
+                    str(e["id"]),
+                    e["name"],
+                    e["status"],
+                    "yes" if e["busy"] else "no",
+                    e["offline_since"] or "-",
+                    f"{e['action']}: {e['reason']}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            out.result("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5])
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+ORPHANS_HELP = f"""\
+Lists the runner registrations in each selected stack's scope (repository or organization)
+that no stack of the project declares: every Pulumi.<stack>.yaml in --project-dir is read, so a
+runner of another stack in the same scope is never an orphan. With --delete, removes those that
+are offline and idle and have been seen offline for at least --grace; an online or busy runner
+is never touched (its state is read again right before the deletion; GitHub's 422 for a busy
+runner keeps it).
+
+GitHub does not say since when a runner is offline: the ledger (--ledger, default
+$XDG_STATE_HOME/runner-fleet/offline-since.json) records when a run first saw each orphan
+offline, and a run that sees it online or busy starts the count again. So `--delete` deletes
+nothing on its first run; run it daily (or list first, then delete after the grace).
+
+Credential: ${TOKEN_ENV}, or --token-file FILE (- reads stdin), e.g.
+  pulumi config get runner-fleet:githubToken | runner-fleet orphans --token-file -
+
+exit codes:
+  0  no orphan remains (none found, or every one deleted)
+  1  orphans remain (listed; or kept: online, busy, within the grace period)
+  2  usage or configuration error (bad arguments, unreadable stack file, no credential)
+  3  GitHub could not be queried (bad credential, no access, unreachable after retries)
+  4  a deletion failed (other than busy); the rest of the report is complete
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options (`--token` must not mean `--token-file`), and an unknown argument
+    is not echoed: it may be a credential someone tried to pass on the command line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            message = "unrecognized arguments (not shown, they may hold a credential); see --help"
+        super().error(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="runner-fleet",
+        description="Operator commands for the runner fleet (next to the Pulumi program).",
+        epilog="Each command has --help with its exit codes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    orphans = sub.add_parser(
+        "orphans",
+        help="list (and with --delete remove) runner registrations no stack declares",
+        description=ORPHANS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    orphans.add_argument(
+        "--stack",
+        action="append",
+        metavar="NAME",
+        help="stack whose scope to check (repeatable; default: every stack file)",
+    )
+    orphans.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
+    orphans.add_argument(
+        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
+    )
+    orphans.add_argument("--delete", action="store_true", help="delete orphans offline for longer than --grace")
+    orphans.add_argument(
+        "--grace",
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help=f"how long an orphan must have been seen offline before --delete removes it (default {DEFAULT_GRACE})",
+    )
+    orphans.add_argument("--ledger", metavar="FILE", help="where first-seen-offline times are kept")
+    orphans.add_argument("--json", action="store_true", help="print the report as JSON")
+    orphans.set_defaults(func=cmd_orphans)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, stdin: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "orphans":
+        try:
+            args.grace_text = args.grace
+            args.grace = parse_duration(args.grace)
+        except argparse.ArgumentTypeError as e:
+            parser.error(str(e))
+    out = Output(sys.stdout, sys.stderr)
+    try:
+        return args.func(args, out, stdin or sys.stdin)
+    except UsageError as e:
+        out.progress(str(e))
+        return EXIT_USAGE
