@@ -338,3 +338,52 @@ def test_double_client_drives_a_double_over_http(double: GitHubDouble) -> None:
     assert [c["path"] for c in client.calls()] == [f"/api/v3/{SCOPE}/actions/runners/registration-token"]
     client.clear_calls()
     assert client.calls() == []
+
+
+def test_names_are_not_case_sensitive(double: GitHubDouble) -> None:
+    double.add_repo("OCTO-ORG/Octo-Repo")
+    assert double.state()["repos"] == [REPO], "the same repository in another case is not a second one"
+    status, repo, _ = call(double, "GET", "/api/v3/repos/Octo-Org/OCTO-REPO")
+    assert status == 200 and repo["full_name"] == REPO and repo["name"] == "octo-repo"
+    assert call(double, "GET", "/api/v3/orgs/OCTO-ORG")[1]["login"] == "octo-org"
+    token = mint(double, scope="repos/OCTO-ORG/octo-REPO")["token"]
+    status, auth, _ = call(
+        double,
+        "POST",
+        "/api/v3/actions/runner-registration",
+        f"RemoteAuth {token}",
+        {"url": f"{double.url}/Octo-Org/Octo-Repo", "runner_event": "register"},
+    )
+    assert status == 200 and auth["url"] == f"{double.url}/octo-org-octo-repo", "config.sh --url in any case"
+    rid = double.add_runner("cased", repo="OCTO-ORG/OCTO-REPO")
+    assert call(double, "GET", f"/api/v3/repos/octo-org/Octo-Repo/actions/runners/{rid}")[0] == 200
+    assert double.runner("cased", scope="repos/Octo-Org/Octo-Repo")["scope"] == SCOPE
+
+
+def test_validation_errors_are_arrays_of_strings(double: GitHubDouble) -> None:
+    rid = double.add_runner("strict", repo=REPO)
+    labels = f"/api/v3/{SCOPE}/actions/runners/{rid}/labels"
+    for body in ({"labels": "gpu"}, {"labels": ["has space"]}, {"labels": [f"l{i}" for i in range(101)]}, {}):
+        status, answer, _ = call(double, "PUT", labels, body=body)
+        assert status == 422 and answer["message"] == "Validation Failed", body
+        assert answer["errors"] and all(isinstance(e, str) for e in answer["errors"]), answer
+    status, answer, _ = call(double, "POST", "/api/v3/orgs/octo-org/actions/runner-groups", body={"name": " "})
+    assert status == 422 and answer["errors"] == ["name is missing"]
+
+
+def test_runner_admin_flow_is_an_option_of_the_double(tmp_path: Path) -> None:
+    with GitHubDouble(pats={PAT}, repos={REPO}, runner_admin_flow=True) as d:
+
+        def use_v2_flow() -> bool:
+            token = mint(d)["token"]
+            body = {"url": f"{d.url}/{REPO}", "runner_event": "register"}
+            status, auth, _ = call(d, "POST", "/api/v3/actions/runner-registration", f"RemoteAuth {token}", body)
+            assert status == 200
+            return auth["use_v2_flow"]
+
+        assert use_v2_flow() is True
+        client = DoubleClient(d.url)
+        assert client.set_options(runner_admin_flow=False) == {"runner_admin_flow": False, "tenant_style": "dotcom"}
+        assert use_v2_flow() is False and client.options()["runner_admin_flow"] is False
+        d.runner_admin_flow = True
+        assert use_v2_flow() is True
