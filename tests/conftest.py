@@ -10,8 +10,10 @@ import itertools
 import json
 import os
 import runpy
+import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,12 @@ def plain_parts(value: Any) -> Any:
     return value
 
 
+def inner_script(command_text: str) -> str:
+    """The script a command text runs: the argument of `-c` in `sudo -n /bin/bash -c '...' NAME`."""
+    argv = shlex.split(command_text)
+    return argv[argv.index("-c") + 1]
+
+
 @dataclass
 class Registration:
     type: str
@@ -170,20 +178,43 @@ class ProgramRun:
 
 def run_program(config: dict[str, Any], stack: str, *, token_prefix: str = "AAAA", secret_keys=None) -> ProgramRun:
     """Run __main__.py under mocks with `config` (keys without the namespace)."""
+    flat = {
+        f"runner-fleet:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
+    }
+
+    def program() -> None:
+        runpy.run_path(str(PROJECT / "__main__.py"), run_name="__main__")
+
+    return run_under_mocks(
+        program,
+        stack,
+        config=flat,
+        secret_keys=SECRET_KEYS if secret_keys is None else secret_keys,
+        token_prefix=token_prefix,
+    )
+
+
+def run_under_mocks(
+    program: Callable[[], None],
+    stack: str = "test",
+    *,
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    token_prefix: str = "AAAA",
+) -> ProgramRun:
+    """Run `program` (anything that registers resources: the whole program, or one component
+    built from its args) under recording mocks, with `config` as the stack's raw config."""
     mocks = RecordingMocks(token_prefix)
     monitor = RecordingMonitor(mocks)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
     pulumi.runtime.settings.ROOT.set(None)  # a fresh Stack resource named after this stack
     pulumi.runtime.set_mocks(mocks, project="runner-fleet", stack=stack, preview=False, monitor=monitor)
-    flat = {
-        f"runner-fleet:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
-    }
-    pulumi.runtime.set_all_config(flat, SECRET_KEYS if secret_keys is None else secret_keys)
+    pulumi.runtime.set_all_config(config or {}, secret_keys or [])
     exports: dict[str, Any] = {}
 
     def body():
-        runpy.run_path(str(PROJECT / "__main__.py"), run_name="__main__")
+        program()
         root = pulumi.runtime.settings.get_root_resource()
         outputs = getattr(root, "outputs", {}) or {}
         return pulumi.Output.from_input(outputs).apply(exports.update)

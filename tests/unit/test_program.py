@@ -165,7 +165,7 @@ def test_only_registrations_receive_the_github_credential(stack_run):
     assert with_stdin == sorted(c.name for c in run.commands() if c.name.endswith("-registration"))
 
 
-def test_exports(stack_run):
+def test_stack_outputs_name_every_runner_exporter_url_target_file_and_job(stack_run):
     stack, run = stack_run
     config = completed_stack_config(stack)
     assert run.outputs["scrapeJob"] == "github-runner-health"

@@ -19,7 +19,7 @@ import pytest
 from components import shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
-from tests.conftest import IN_CI, completed_stack_config, needs, run_program, unwrap
+from tests.conftest import IN_CI, completed_stack_config, inner_script, needs, run_program, unwrap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
@@ -73,8 +73,7 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
             for field in ("create", "delete"):
                 if field not in inputs:
                     continue
-                argv = shlex.split(inputs[field])
-                script = argv[argv.index("-c") + 1]
+                script = inner_script(inputs[field])
                 name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
                 header = script.split(shell.END_OF_INPUTS, 1)[0]
                 assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
