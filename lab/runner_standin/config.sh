@@ -1,8 +1,10 @@
 #!/bin/bash
 # runner-fleet lab stand-in for actions/runner; not GitHub's runner.
-# Same contract as actions/runner's config.sh: refuses root unless RUNNER_ALLOW_RUNASROOT is set,
+# Behaves as actions/runner's src/Misc/layoutroot/config.sh: refuses root unless
+# RUNNER_ALLOW_RUNASROOT is set, checks .NET's native dependencies (ldd on the three native
+# libraries, libicu through ldconfig) and exits 1 with the real messages when one is missing,
 # snapshots the caller's environment (env.sh), then hands over to the listener.
-set -euo pipefail
+# No `set -e`: like the original, a failing check decides the exit status itself.
 
 user_id=$(id -u)
 # we want to snapshot the environment of the config user
@@ -11,15 +13,52 @@ if [ "$user_id" -eq 0 ] && [ -z "${RUNNER_ALLOW_RUNASROOT:-}" ]; then
     exit 1
 fi
 
+# The dependency check runs before the script changes directory, as the original's does: the
+# library paths are relative to the caller's working directory.
+if [[ "$(uname)" == "Linux" ]]; then
+    if ! command -v ldd >/dev/null; then
+        echo "Can not find 'ldd'. Please install 'ldd' and try again."
+        exit 1
+    fi
+
+    message="Execute sudo ./bin/installdependencies.sh to install any missing Dotnet Core 6.0 dependencies."
+
+    for lib in libcoreclr.so libSystem.Security.Cryptography.Native.OpenSsl.so libSystem.IO.Compression.Native.so; do
+        if ldd "./bin/$lib" | grep 'not found'; then
+            echo "Dependencies is missing for Dotnet Core 6.0"
+            echo "$message"
+            exit 1
+        fi
+    done
+
+    if [ -x "$(command -v ldconfig)" ]; then
+        ldconfig_command=ldconfig
+    else
+        ldconfig_command=/sbin/ldconfig
+        if ! [ -x "$ldconfig_command" ]; then
+            echo "Can not find 'ldconfig' in PATH and '/sbin/ldconfig' doesn't exists either. Please install 'ldconfig' and try again."
+            exit 1
+        fi
+    fi
+
+    libpath=${LD_LIBRARY_PATH:-}
+    # shellcheck disable=SC2086 # each LD_LIBRARY_PATH entry is its own argument, as in the original
+    if ! "$ldconfig_command" -NXv ${libpath//:/ } 2>&1 | grep libicu >/dev/null 2>&1; then
+        echo "Libicu's dependencies is missing for Dotnet Core 6.0"
+        echo "$message"
+        exit 1
+    fi
+fi
+
 DIR=$(cd -P "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
-cd "$DIR"
+cd "$DIR" || exit 1
 
 # shellcheck source=env.sh
 source ./env.sh
 
 shopt -s nocasematch
 if [[ "${1:-}" == "remove" ]]; then
-    exec ./bin/Runner.Listener "$@"
+    ./bin/Runner.Listener "$@"
 else
-    exec ./bin/Runner.Listener configure "$@"
+    ./bin/Runner.Listener configure "$@"
 fi

@@ -1,11 +1,13 @@
 #!/bin/bash
 # runner-fleet lab stand-in for actions/runner; not GitHub's runner.
 # The service entry point (svc.sh install copies it to the runner root; the unit's ExecStart).
-# Like actions/runner's runsvc.sh: the listener runs as a child and SIGTERM from systemd is passed
-# on to it as SIGINT, so it can end its session and job before the service stops.
-set -euo pipefail
+# Behaves as actions/runner's src/Misc/layoutbin/runsvc.sh: PATH from .path, then the service host
+# (the original runs ./bin/RunnerService.js under the bundled node; the stand-in's host is
+# ./bin/RunnerService, same behaviour) as a child; SIGTERM from systemd reaches only this script
+# (KillMode=process) and is passed on as SIGINT, then the script waits for the host to finish.
 
-trap 'kill -INT "$PID" 2>/dev/null || true' TERM INT
+# convert SIGTERM to SIGINT for the service host
+trap 'kill -INT "$PID"' TERM INT
 
 if [ -f ".path" ]; then
     # configure
@@ -14,11 +16,9 @@ if [ -f ".path" ]; then
     echo ".path=${PATH}"
 fi
 
-echo "Starting Runner listener with startup type: service"
-./bin/Runner.Listener run --startuptype service &
+./bin/RunnerService &
 PID=$!
-echo "Started listener process, pid: $PID"
-# Returns early when TERM/INT arrives (the trap forwards it); then wait for the listener to finish.
-wait "$PID" || true
+# returns early when TERM/INT arrives (the trap passes it on); then wait for the host to end
+wait "$PID"
 trap - TERM INT
 wait "$PID"
