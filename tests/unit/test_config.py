@@ -69,12 +69,12 @@ BAD_INPUTS = {
         ["runner-fleet:hosts[1].runners[0].name: duplicate runner name 'Serotonin-paws360'"],
     ),
     "exporter port is the ssh port": (
-        lambda c: c["hosts"][0].update(exporterPort=22),
-        ["runner-fleet:hosts[0].exporterPort: port 22 is this host's SSH port"],
+        lambda c: c["hosts"][0].update(sshPort=9102),
+        ["runner-fleet:hosts[0].exporterPort: port 9102 is this host's SSH port"],
     ),
     "exporter port is prometheus's port on the monitoring host": (
         lambda c: c["hosts"][0].update(address="192.168.0.200", exporterPort=9090),
-        ["runner-fleet:hosts[0].exporterPort: port 9090 is already used by Prometheus"],
+        ["runner-fleet:hosts[0].exporterPort: port 9090 is Prometheus's port on the same machine"],
     ),
     "label with a comma": (
         lambda c: c["hosts"][0]["runners"][0].update(labels=["production", "a,b"]),
@@ -101,8 +101,8 @@ BAD_INPUTS = {
         ["runner-fleet:hosts[1].hostKey: the host key's base64 part does not decode"],
     ),
     "host key of the wrong type": (
-        lambda c: c["prometheus"].update(hostKey=fake_host_key("x").replace("ssh-ed25519", "ssh-rsa")),
-        ["runner-fleet:prometheus.hostKey: the host key's data is not a ssh-rsa key"],
+        lambda c: c["prometheus"].update(hostKey=fake_host_key("x").replace("ssh-ed25519", "ecdsa-sha2-nistp256")),
+        ["runner-fleet:prometheus.hostKey: the host key's data is not a ecdsa-sha2-nistp256 key"],
     ),
     "checksum not 64 hex": (
         lambda c: c.update(runner={"version": "2.334.0", "sha256": {"x64": "abc123"}}),
@@ -140,22 +140,29 @@ def test_bad_input_fails_naming_its_key(case):
 
 
 def test_every_problem_is_reported_at_once():
+    """Field problems of every host and section, and the cross-field rules among the hosts and
+    runners that are valid themselves (a host with a bad runner is checked without it)."""
+
     def break_many(c):
+        third = copy.deepcopy(c["hosts"][1])
+        third.update(address="192.168.0.52", hostKey=fake_host_key("third"), exporterPort=9104)
+        third["runners"] = [{"name": "third-runner"}, {"name": "third-bad", "labels": ["bad label"]}]
+        c["hosts"].append(third)
         c["hosts"][0]["role"] = "tertiary"
-        c["hosts"][1]["name"] = "Serotonin-paws360"
-        c["hosts"][1]["runners"][0]["labels"] = ["bad label"]
+        c["hosts"][2]["name"] = "DELL-r640-01-runner"
         c["prometheus"]["prot"] = 1
         c["typo"] = True
 
     message = problems_of(mutate(break_many))
     for key in (
         "hosts[0].role",
-        "hosts[1].name",
-        "hosts[1].runners[0].labels[0]",
+        "hosts[2].name",
+        "hosts[2].runners[1].labels[0]",
         "prometheus.prot",
         "runner-fleet:typo",
     ):
         assert f"{key}:" in message, message
+    assert "duplicate host name 'DELL-r640-01-runner' (also runner-fleet:hosts[1].name)" in message
     assert message.startswith("runner-fleet: the stack configuration has 5 problem(s); nothing was changed")
 
 
