@@ -481,3 +481,56 @@ def test_checker_rejects_what_github_would_not_answer(checkers) -> None:
     assert not problems("POST", token, 201, {"token": "T", "expires_at": "2026-12-01T10:00:00.000+00:00"})
     assert problems("GET", "/api/v3/repos/o/r", 200, {"id": 1, "name": "r", "full_name": "o/r"}), "full-repository"
     assert checker.operation("GET", f"{runners}/downloads").operation_id == "actions/list-runner-applications-for-repo"
+
+
+FAKE_NPM = """#!/usr/bin/env bash
+# Stands in for npm: installs a minimal @octokit/openapi@<version> under --prefix, or fails.
+set -euo pipefail
+echo "$*" >> "$FAKE_NPM_LOG"
+[[ -z "${FAKE_NPM_FAIL:-}" ]] || { echo "npm error 404 Not Found" >&2; exit 1; }
+prefix=""; spec=""
+while (($#)); do
+  case "$1" in --prefix) prefix="$2"; shift 2 ;; @octokit/openapi@*) spec="$1"; shift ;; *) shift ;; esac
+done
+pkg="$prefix/node_modules/@octokit/openapi"
+mkdir -p "$pkg/generated"
+printf '{"name": "@octokit/openapi", "version": "%s"}' "${spec##*@}" > "$pkg/package.json"
+echo '{"openapi": "3.0.3", "paths": {}}' > "$pkg/generated/api.github.com.json"
+"""
+
+
+def test_install_is_idempotent_and_leaves_no_debris(tmp_path: Path, monkeypatch) -> None:
+    """lab.openapi.install with npm replaced by a script: installs once into the version's
+    directory, reuses it, replaces an incomplete copy, removes a killed run's leftovers, and a
+    failed install leaves nothing behind."""
+    npm = tmp_path / "npm"
+    npm.write_text(FAKE_NPM)
+    npm.chmod(0o755)
+    log = tmp_path / "npm.log"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RUNNER_FLEET_CACHE", str(cache))
+    monkeypatch.setenv("FAKE_NPM_LOG", str(log))
+
+    def installs() -> int:
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    pkg = openapi.install("1.2.3", npm=str(npm))
+    assert pkg == cache / "octokit-openapi-1.2.3" / "node_modules" / "@octokit" / "openapi"
+    assert "@octokit/openapi@1.2.3" in log.read_text() and "--ignore-scripts" in log.read_text()
+    assert openapi.install("1.2.3", npm=str(npm)) == pkg and installs() == 1, "present: not installed again"
+    assert sorted(p.name for p in cache.iterdir()) == [".octokit-openapi-1.2.3.lock", "octokit-openapi-1.2.3"]
+
+    (pkg / "generated" / "api.github.com.json").unlink()  # an incomplete copy
+    (cache / ".octokit-openapi-1.2.3.tmp-killed").mkdir()  # what a killed run leaves
+    assert openapi.install("1.2.3", npm=str(npm)) == pkg and installs() == 2
+    assert (pkg / "generated" / "api.github.com.json").is_file()
+    assert not list(cache.glob(".*.tmp-*"))
+
+    monkeypatch.setenv("FAKE_NPM_FAIL", "1")
+    with pytest.raises(openapi.OpenApiError, match="404 Not Found"):
+        openapi.install("9.9.9", npm=str(npm))
+    assert not (cache / "octokit-openapi-9.9.9").exists() and not list(cache.glob(".*.tmp-*"))
+    with pytest.raises(openapi.OpenApiError, match="exact version"):
+        openapi.install("^23", npm=str(npm))
+    with pytest.raises(openapi.OpenApiError, match="npm is needed"):
+        openapi.install("9.9.9", npm=str(tmp_path / "no-npm"))
