@@ -813,22 +813,16 @@ class GitHubDouble:
                 raise _not_found()
             rest = m["rest"] or ""
             if admin:
+                if method == "GET" and rest == "":
+                    needed = "registration"  # GetRunnerGroupsAsync, GetRunnerByNameAsync
+                elif method == "DELETE" and m["what"] == "runners" and re.fullmatch(r"/\d+", rest):
+                    needed = "remove"  # DeleteRunnerAsync
+                else:
+                    needed = None
                 token = self._tokens.get(digest or "")
-                allowed = {
-                    ("GET", "runner-groups", False): "registration",
-                    ("GET", "runners", False): "registration",
-                    ("DELETE", "runners", True): "remove",
-                }.get((method, m["what"], bool(re.fullmatch(r"/\d+", rest))))
-                if rest and not re.fullmatch(r"/\d+", rest):
-                    allowed = None
-                if (
-                    allowed is None
-                    or token is None
-                    or kind.startswith("expired-")
-                    or token.kind != allowed
-                    or token.scope != scope
-                ):
-                    raise _not_found()
+                live = token is not None and not kind.startswith("expired-")
+                if needed is None or not live or token is None or token.kind != needed or token.scope != scope:
+                    raise _not_found()  # like runner-registration: a token that does not fit finds nothing
             if m["what"] == "runner-groups":
                 if scope.startswith("repos/"):
                     if not admin:
@@ -841,7 +835,7 @@ class GitHubDouble:
             return self._runners_api(method, scope, rest, query, body)
 
     def _user_json(self, login: str, kind: str) -> dict[str, Any]:
-        """GitHub's simple-user object for an owner (an organization here)."""
+        """GitHub's simple-user object for a repository's owner (a user or an organization)."""
         api = f"{self.api_url}/users/{login}"
         return {
             "login": login,
