@@ -249,3 +249,8 @@ def test_pulumi_cli_version_matches_the_sdk():
     for name in ("preview.yml", "deploy.yml", "drift.yml"):
         for job_name, _, inputs in _pulumi_steps(name):
             assert inputs["pulumi-version"] == sdk.group(1), f"{name}:{job_name}"
+
+
+def test_policy_pack_the_workflows_name_exists():
+    assert (PROJECT / "policy" / "PulumiPolicy.yaml").is_file()
+    assert (PROJECT / "policy" / "requirements.txt").is_file()
