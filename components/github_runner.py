@@ -16,11 +16,8 @@ DEFAULT_LABELS = ("self-hosted", "linux")
 
 @dataclass(frozen=True)
 class RunnerScope:
-    """The repository or organization runners register to, as the scripts and unit names need it."""
+    """The repository or organization runners register to, as the scripts need it."""
 
-    repository: str | None  # owner/name, or None for an organization
-    organization: str | None
-    server_url: str  # https://github.com or a GitHub Enterprise Server
     registration_url: str  # config.sh --url
     api_url: str  # REST API base
     scope_path: str  # REST path prefix of the runner endpoints (repos/o/r or orgs/o)
@@ -40,6 +37,7 @@ class RunnerRelease:
 class GitHubRunnerArgs:
     stack: str
     runner_name: str
+    unit: str  # the service name svc.sh derives from the scope (for outputs and the collector)
     runner_user: str
     arch: Arch
     labels: tuple[str, ...]  # as configured (defaults may be among them)
@@ -89,7 +87,7 @@ class GitHubRunner(pulumi.ComponentResource):
         user = args.runner_user
         directory = layout.runner_dir(stack, runner)
         download = layout.runner_download_dir(stack, runner)
-        unit = layout.runner_unit(scope.repository, scope.organization, runner, server_url=scope.server_url)
+        unit = args.unit
         labels = custom_labels(args.labels, args.arch)
 
         self.install = machine.command(

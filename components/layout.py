@@ -7,7 +7,6 @@ each one as an input (see components/shell.py), never as a literal of their own.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 ROOT: Final = "/opt/runner-fleet"
@@ -22,9 +21,6 @@ PROMETHEUS_LOCK: Final = "/run/lock/runner-fleet-prometheus.lock"
 RELEASE_MARKER: Final = ".runner-fleet-release"
 # The runner metrics file in the textfile collector's directory.
 METRICS_FILE: Final = "runner-fleet-runners.prom"
-# github.com's server URL: runner units there are named after the scope; any other server is
-# GitHub Enterprise Server (see runner_unit).
-GITHUB_COM: Final = "https://github.com"
 
 
 def install_root(stack: str) -> str:
@@ -98,14 +94,3 @@ def target_file(stack: str) -> str:
 def targets_glob(targets_dir: str) -> str:
     """What the shared scrape job reads: every stack's target file in the directory."""
     return f"{targets_dir}/*.json"
-
-
-def runner_unit(repository: str | None, organization: str | None, runner: str, *, server_url: str) -> str:
-    """The unit name actions/runner's svc.sh derives: on github.com from the scope
-    (repository: owner-repo; organization: org); on GitHub Enterprise Server from the first path
-    segment of the runner service URL, `_services`. The scripts read the name svc.sh actually
-    recorded in the runner's `.service` file; this is the expected name for outputs."""
-    dotcom = server_url.rstrip("/") == GITHUB_COM
-    scope = (organization or (repository or "").replace("/", "-")) if dotcom else "_services"
-    name = f"actions.runner.{scope}.{runner}"
-    return re.sub(r"[^0-9A-Za-z._-]", "-", name) + ".service"

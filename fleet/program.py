@@ -63,9 +63,6 @@ def scope_args(fleet: FleetConfig) -> GitHubScopeArgs:
 def runner_scope(fleet: FleetConfig) -> RunnerScope:
     github = fleet.github
     return RunnerScope(
-        repository=github.repository,
-        organization=github.organization,
-        server_url=github.server_url,
         registration_url=github.registration_url,
         api_url=github.effective_api_url,
         scope_path=github.scope_path,
@@ -96,6 +93,7 @@ def host_args(fleet: FleetConfig, host: HostSpec) -> RunnerHostArgs:
             GitHubRunnerArgs(
                 stack=fleet.stack,
                 runner_name=spec.name,
+                unit=fleet.github.runner_unit(spec.name),
                 runner_user=user,
                 arch=host.arch,
                 labels=spec.labels,

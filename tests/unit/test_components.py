@@ -12,7 +12,6 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components import layout
 from components.exporter import ExporterArgs
 from components.github_runner import GitHubRunnerArgs, RunnerRelease, RunnerScope
 from components.github_scope import GitHubScope, GitHubScopeArgs, RunnerGroup
@@ -34,15 +33,13 @@ def runner_args(name: str, labels: tuple[str, ...] = ()) -> GitHubRunnerArgs:
     return GitHubRunnerArgs(
         stack="test",
         runner_name=name,
+        unit=f"actions.runner.o-r.{name}.service",
         runner_user="github-runner-test",
         arch="arm64",
         labels=labels,
         group=None,
         release=RunnerRelease("2.334.0", "https://example.com/runner.tar.gz", "a" * 64),
         scope=RunnerScope(
-            repository="o/r",
-            organization=None,
-            server_url=layout.GITHUB_COM,
             registration_url="https://github.com/o/r",
             api_url="https://api.github.com",
             scope_path="repos/o/r",
