@@ -711,7 +711,8 @@ def _path(key: str, loc: Iterable[Any] = ()) -> str:
 def _all_aliases() -> dict[str, str]:
     """Every documented key name, by its spelling without case or '_' (for "did you mean")."""
     names: dict[str, str] = {}
-    for model in (*SECTION_MODELS.values(), JumpHost, RunnerSpec, RunnerGroupSpec, ArchChecksums):
+    models: list[type[_Model]] = [*SECTION_MODELS.values(), JumpHost, RunnerSpec, RunnerGroupSpec, ArchChecksums]
+    for model in models:
         for field_name, info in model.model_fields.items():
             alias = info.alias or field_name
             names[alias.lower().replace("_", "")] = alias
@@ -877,7 +878,8 @@ def _hosts(value: Any, problems: list[Problem]) -> tuple[list[_Host], bool]:
             if salvaged is not None:
                 valid.append(_Host(i, *salvaged))
             continue
-        valid.append(_Host(i, _host_spec(spec), tuple(range(len(spec.runners)))))
+        host = _host_spec(spec)
+        valid.append(_Host(i, host, tuple(range(len(host.runners)))))
     return valid, complete
 
 
@@ -1344,7 +1346,7 @@ def _read_other_stack(path: Path) -> tuple[_OtherStack | None, list[str]]:
     prom_address = prom_key = job_name = targets_dir = None
     raw_prom = section("prometheus")
     if isinstance(raw_prom, dict):
-        values = {}
+        values: dict[str, Any] = {}
         for name in ("address", "host_key", "job_name", "targets_dir"):
             if name == "host_key" and not isinstance(raw_prom.get("hostKey"), str):
                 values[name] = None
