@@ -12,6 +12,8 @@ unit_only=false
 
 packages=(shellcheck prometheus python3-venv)
 $unit_only || packages+=(systemd-container debootstrap zstd iproute2 openssh-client openssh-server ca-certificates)
+# npm comes with the machine's Node.js; Debian's npm only where it is missing.
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -30,6 +32,9 @@ if [[ ! -x .venv/bin/python ]] || ! cmp -s requirements-dev.txt .venv/.requireme
 fi
 
 .venv/bin/ruff check .
+
+# GitHub's REST description for the double's conformance tests (npm, pinned in lab/openapi.py; cached).
+.venv/bin/python -m lab.openapi install >/dev/null
 
 # Go tools, cached by version under $RUNNER_FLEET_ENGINE_CACHE; a cold build prints progress.
 # Without Go, outside CI, the workflow checks skip and say why; under CI a missing tool fails.
