@@ -1,5 +1,6 @@
-"""The shipped alert rules, evaluated by `promtool test rules` on synthetic series shaped like
-the fleet's real metrics and target labels."""
+"""The shipped alert rules under Debian's promtool: valid, and every alert's firing time,
+silence and resolution as monitoring/tests/runner-fleet-alerts.test.yml pins them (generated
+from the scenarios in monitoring/rule_tests.py)."""
 
 from __future__ import annotations
 
@@ -7,119 +8,137 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.conftest import needs
+from monitoring import rule_tests
+from tests.conftest import PROJECT, needs
 
-RULES = Path(__file__).resolve().parents[2] / "monitoring" / "runner-fleet-alerts.yml"
+RULES = rule_tests.RULES
+TEST_FILE = rule_tests.TEST_FILE
 pytestmark = needs("promtool")
 
-LABELS = 'job="github-runner-health", environment="production", host="{host}", role="{role}", instance="{inst}"'
-PRIMARY = LABELS.format(host="Serotonin-paws360", role="primary", inst="192.168.0.13:9102")
-SECONDARY = LABELS.format(host="dell-r640-01-runner", role="secondary", inst="192.168.0.51:9101")
+
+def load(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # noqa: S506 (the safe loader, in C)
 
 
-def expected(alertname: str, labels: dict[str, str]) -> dict:
-    """An expected alert: the rule's own labels plus `labels`, annotations rendered from the
-    rule's templates (promtool compares annotations exactly)."""
-    rule = next(
-        r for group in yaml.safe_load(RULES.read_text())["groups"] for r in group["rules"] if r["alert"] == alertname
-    )
-    all_labels = {**rule.get("labels", {}), **labels}
-
-    def render(text: str) -> str:
-        return re.sub(r"{{ \$labels\.(\w+) }}", lambda m: all_labels[m.group(1)], text)
-
-    return {"exp_labels": all_labels, "exp_annotations": {k: render(v) for k, v in rule["annotations"].items()}}
+@pytest.fixture(scope="module")
+def test_spec() -> dict:
+    return load(TEST_FILE)
 
 
-def run_rule_tests(tmp_path: Path, tests: list[dict]) -> subprocess.CompletedProcess:
-    spec = {"rule_files": [str(RULES)], "evaluation_interval": "15s", "tests": tests}
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def rules() -> list[dict]:
+    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def alert_section() -> str:
+    text = (PROJECT / "README.md").read_text()
+    return text.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_rules_pass_promtool_check():
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
+
+
+def test_committed_rule_tests_are_the_generated_ones():
+    assert TEST_FILE.read_text() == rule_tests.render(), "run: python -m monitoring.rule_tests"
+
+
+def test_rule_tests_pass():
+    result = promtool("test", "rules", str(TEST_FILE))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_every_alert_fires_at_a_pinned_step_and_resolves(test_spec):
+    """For every alert some scenario checks it silent one evaluation step before it fires,
+    firing at that step, and silent again after it resolves."""
+    pinned, resolved = set(), set()
+    for test in test_spec["tests"]:
+        by_alert: dict[str, dict[int, set]] = {}
+        for check in test["alert_rule_test"]:
+            seconds = int(check["eval_time"].removesuffix("s"))
+            instances = {tuple(sorted(a["exp_labels"].items())) for a in check["exp_alerts"]}
+            by_alert.setdefault(check["alertname"], {})[seconds] = instances
+        for alert, steps in by_alert.items():
+            for t, now in steps.items():
+                before = steps.get(t - rule_tests.STEP)
+                if before is not None and now - before:
+                    pinned.add(alert)
+                if before is not None and before - now:
+                    resolved.add(alert)
+    assert set(rule_tests.ALERTS) - pinned == set()
+    assert set(rule_tests.ALERTS) - resolved == set()
+
+
+def test_silence_scenarios_cover_every_runner_state_alert(test_spec):
+    quiet = [t for t in test_spec["tests"] if "stay silent" in t["name"]]
+    assert {t["name"] for t in quiet} >= {
+        "30 s restarts stay silent (samples 0 s after each evaluation)",
+        "30 s restarts stay silent (samples 5 s after each evaluation)",
+        "30 s restarts stay silent (samples 10 s after each evaluation)",
+        "single missed scrapes stay silent",
+    }
+    for test in quiet:
+        checked = {c["alertname"] for c in test["alert_rule_test"]}
+        assert checked >= set(rule_tests.RUNNER_STATE), test["name"]
+        assert all(c["exp_alerts"] == [] for c in test["alert_rule_test"]), test["name"]
+        steps = sorted({int(c["eval_time"].removesuffix("s")) for c in test["alert_rule_test"]})
+        assert set(range(0, 301, rule_tests.STEP)) <= set(steps), test["name"]
+
+
+def test_a_later_firing_time_fails_the_tests(tmp_path):
+    """The tests can fail: with every alert's `for:` 15 s longer, promtool reports every alert."""
+    spec = yaml.safe_load(RULES.read_text())
+    for group in spec["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                seconds = rule_seconds(rule.get("for", "0s")) + rule_tests.STEP
+                rule["for"] = f"{seconds}s"
+    shifted = tmp_path / RULES.name
+    shifted.write_text(yaml.safe_dump(spec, sort_keys=False))
     path = tmp_path / "tests.yml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    path.write_text(
+        TEST_FILE.read_text().replace("rule_files: [../runner-fleet-alerts.yml]", f"rule_files: [{shifted}]")
+    )
+    assert path.read_text() != TEST_FILE.read_text()
+    result = promtool("test", "rules", str(path))
+    assert result.returncode != 0
+    failed = set(re.findall(r"alertname: (\w+), time:", result.stdout + result.stderr))
+    assert failed == set(rule_tests.ALERTS)
 
 
-def test_rules_are_valid():
-    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+def rule_seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", duration))
 
 
-def test_dead_primary_is_reported_within_five_minutes_and_secondary_takes_over(tmp_path):
-    # Primary online for 1 minute, then offline; secondary online throughout. 15 s samples.
-    tests = [
-        {
-            "interval": "15s",
-            "input_series": [
-                {"series": f'github_runner_online{{{PRIMARY}, runner="Serotonin-paws360"}}', "values": "1x3 0x40"},
-                {"series": f'github_runner_online{{{SECONDARY}, runner="dell-r640-01-runner"}}', "values": "1x44"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "2m", "alertname": "RunnerOffline", "exp_alerts": []},
-                {
-                    "eval_time": "4m",
-                    "alertname": "RunnerOffline",
-                    "exp_alerts": [
-                        expected(
-                            "RunnerOffline",
-                            {
-                                "job": "github-runner-health",
-                                "environment": "production",
-                                "host": "Serotonin-paws360",
-                                "role": "primary",
-                                "instance": "192.168.0.13:9102",
-                                "runner": "Serotonin-paws360",
-                            },
-                        )
-                    ],
-                },
-                {"eval_time": "4m", "alertname": "NoRunnerOnline", "exp_alerts": []},
-                {"eval_time": "5m", "alertname": "RunningOnSecondaryOnly", "exp_alerts": []},
-                {
-                    "eval_time": "7m",
-                    "alertname": "RunningOnSecondaryOnly",
-                    "exp_alerts": [expected("RunningOnSecondaryOnly", {"environment": "production"})],
-                },
-            ],
-        }
-    ]
-    result = run_rule_tests(tmp_path, tests)
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def scenarios() -> list[rule_tests.Scenario]:
+    return rule_tests.scenarios()
 
 
-def test_whole_environment_down_and_exporter_down(tmp_path):
-    tests = [
-        {
-            "interval": "15s",
-            "input_series": [
-                {"series": f'github_runner_online{{{PRIMARY}, runner="Serotonin-paws360"}}', "values": "0x20"},
-                {"series": f'github_runner_online{{{SECONDARY}, runner="dell-r640-01-runner"}}', "values": "0x20"},
-                {"series": f"up{{{SECONDARY}}}", "values": "1 0x20"},
-            ],
-            "alert_rule_test": [
-                {
-                    "eval_time": "3m",
-                    "alertname": "NoRunnerOnline",
-                    "exp_alerts": [expected("NoRunnerOnline", {"environment": "production"})],
-                },
-                {
-                    "eval_time": "3m",
-                    "alertname": "RunnerExporterDown",
-                    "exp_alerts": [
-                        expected(
-                            "RunnerExporterDown",
-                            {
-                                "job": "github-runner-health",
-                                "environment": "production",
-                                "host": "dell-r640-01-runner",
-                                "role": "secondary",
-                                "instance": "192.168.0.51:9101",
-                            },
-                        )
-                    ],
-                },
-            ],
-        }
-    ]
-    result = run_rule_tests(tmp_path, tests)
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.parametrize("alert", rule_tests.ALERTS)
+def test_alert_is_labelled_annotated_and_documented(alert, scenarios):
+    rule = rule_tests.RULE_SET[alert]
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    assert set(rule["annotations"]) == {"summary", "check_first", "runbook"}
+    assert rule["annotations"]["runbook"] == f"README.md, Alerts: {alert}"
+    assert re.search(rf"^#### {alert}\n", alert_section(), re.M), f"README Alerts has no runbook for {alert}"
+    # Every instance the scenarios expect carries environment and role, so routing and
+    # silences can match on them.
+    for scenario in scenarios:
+        for firing in scenario.expect.get(alert, []):
+            labels = rule_tests.expected(alert, firing.labels)["exp_labels"]
+            assert {"environment", "role", "severity"} <= set(labels), (scenario.name, labels)
+
+
+def test_readme_runbooks_name_only_shipped_alerts():
+    documented = set(re.findall(r"^#### (\w+)$", alert_section(), re.M))
+    assert documented == set(rule_tests.ALERTS)
