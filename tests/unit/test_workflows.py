@@ -26,8 +26,20 @@ STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in PROJECT.glob("Pu
 
 
 def actionlint() -> Path | None:
-    path = Path(os.environ.get("RUNNER_FLEET_ACTIONLINT") or DEFAULT_ACTIONLINT)
-    return path if path.is_file() and os.access(path, os.X_OK) else None
+    """$RUNNER_FLEET_ACTIONLINT (test.sh sets it), else the build cache of tools/engine.py."""
+    candidates = [os.environ.get("RUNNER_FLEET_ACTIONLINT")]
+    try:
+        from tools import engine
+
+        candidates.append(str(engine.find("actionlint") or ""))
+    except ImportError:
+        pass
+    candidates.append(str(DEFAULT_ACTIONLINT))
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def zizmor() -> str | None:
