@@ -381,3 +381,29 @@ def test_client_raises_422_for_a_busy_delete(scripted):
     with pytest.raises(ApiError) as exc:
         GitHubApi(scripted, PAT, sleep=lambda _s: None).delete_runner("repos/o/r", 3)
     assert exc.value.status == 422
+
+
+def test_organization_scope(tmp_path, capsys):
+    with GitHubDouble(pats={PAT}, orgs={"octo-org"}) as d:
+        d.add_runner("org-runner", org="octo-org")
+        d.add_runner("forgotten", org="octo-org")
+        project = tmp_path / "p"
+        project.mkdir()
+        (project / "Pulumi.production.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "config": {
+                        "runner-fleet:github": {"organization": "octo-org", "serverUrl": d.url},
+                        "runner-fleet:hosts": [{"name": "h", "runners": [{"name": "org-runner"}]}],
+                    }
+                }
+            )
+        )
+        code = cli.main(
+            ["orphans", "--project-dir", str(project), "--ledger", str(tmp_path / "l"), "--token-file", "-", "--json"],
+            stdin=io.StringIO(PAT),
+        )
+        out, _ = capsys.readouterr()
+        assert code == cli.EXIT_ORPHANS
+        assert orphans_by_name(report(out), "orgs/octo-org").keys() == {"forgotten"}
+        assert {c["path"] for c in d.calls} == {"/api/v3/orgs/octo-org/actions/runners"}
