@@ -42,6 +42,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.arch import ARCH_LABEL, ARCHES, GO_ARCH, Arch
+
 NAMESPACE = "runner-fleet"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Where the project's stack files (Pulumi.<stack>.yaml) are compared from.
@@ -75,11 +77,6 @@ SECRET_KEYS = ("githubToken", "sshPrivateKey")
 OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter")
 KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS)
 
-# The same tables as components.arch (the program's one source); kept literal here because
-# pydantic needs the arch type while this module loads.
-ARCHES = ("x64", "arm64")
-_GO_ARCH = {"x64": "amd64", "arm64": "arm64"}
-_ARCH_LABEL = {"x64": "X64", "arm64": "ARM64"}
 # Labels GitHub matches jobs by that a Linux runner must not carry: a job asking for them would
 # be sent to this runner and fail there.
 _FOREIGN_OS_LABELS = {"windows": "Windows", "macos": "macOS", "arm": "ARM (32-bit)"}
@@ -428,7 +425,7 @@ def _url_template(value: str) -> str:
     if "version" not in seen:
         raise ValueError("the URL template must contain {version}: the pinned version picks the file")
     for arch in ARCHES:
-        rendered = value.format(version="0.0.0", arch=arch, goarch=_GO_ARCH[arch])
+        rendered = value.format(version="0.0.0", arch=arch, goarch=GO_ARCH[arch])
         try:
             _url(rendered)
         except ValueError as exc:
@@ -464,7 +461,6 @@ UrlTemplate = Annotated[str, AfterValidator(_url_template)]
 Repository = Annotated[str, AfterValidator(_repository)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 ExporterPort = Annotated[int, Field(ge=1, le=65535, strict=True), AfterValidator(_exporter_port)]
-Arch = Literal["x64", "arm64"]
 Role = Literal["primary", "secondary"]
 
 
@@ -516,7 +512,7 @@ class Artifact(_Model):
         return data
 
     def url(self, arch: str) -> str:
-        return self.url_template.format(version=self.version, arch=arch, goarch=_GO_ARCH[arch])
+        return self.url_template.format(version=self.version, arch=arch, goarch=GO_ARCH[arch])
 
     def checksum(self, arch: str) -> str:
         value = self.sha256.for_arch(arch)
@@ -1195,7 +1191,7 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
                         )
                     )
                 seen_labels.setdefault(low, k)
-                if low == _ARCH_LABEL[other_arch].lower():
+                if low == ARCH_LABEL[other_arch].lower():
                     add((at("runners", j, "labels", k), f"label {label!r} contradicts the host's arch {host.arch!r}"))
                 if low in _FOREIGN_OS_LABELS:
                     add(
