@@ -411,7 +411,7 @@ def test_run_sh_online_busy_reconnect_and_stop(
     assert status() == "online", "a runner killed without goodbye stays online until its session times out"
     wait_for(lambda: status() == "offline", timeout=OFFLINE_AFTER + 5, what="offline after the timeout")
     assert time.monotonic() - killed_at >= OFFLINE_AFTER * 0.5
-    wait_for(lambda: not workers_in(runner_dir), timeout=5, what="the orphaned worker to exit")
+    wait_for(lambda: not workers_in(runner_dir), timeout=15, what="the orphaned worker to exit")
     double.set_busy("runner-live", False)
 
 
@@ -1017,3 +1017,71 @@ def test_runner_admin_flow_registers_listens_and_removes_through_rest(
     deletes = [c for c in double.calls if c["method"] == "DELETE" and "/actions/runners/" in c["path"]]
     assert deletes and deletes[-1]["credential"] == "remove-token"
     assert not any(c["path"] == "/api/v3/actions/runner-registration" for c in double.calls[-3:])
+
+
+SVC_SCRIPT = """set -u; exec 2>&1
+mount -t tmpfs tmpfs /etc/systemd/system
+unit=/etc/systemd/system/{unit}
+step() {{ echo "== $1"; shift; "$@"; echo "rc=$?"; }}
+step install-nobody ./svc.sh install nobody
+cat "$unit"; echo "mode=$(stat -c %a "$unit") service=$(cat .service) runsvc=$(stat -c %U:%a runsvc.sh)"
+step install-again ./svc.sh install nobody
+step status ./svc.sh status
+step uninstall ./svc.sh uninstall
+test -e "$unit" || echo "unit gone"; test -e .service || echo ".service gone"
+step status-missing ./svc.sh status
+step install-nouser env -u SUDO_USER ./svc.sh install
+grep '^User=' "$unit"
+"""
+
+
+@ROOT_ONLY
+def test_svc_sh_installs_the_template_and_behaves_as_the_original(unpacked: Path, tmp_path: Path) -> None:
+    """src/Misc/layoutbin/systemd.svc.sh.template, run in a private mount namespace (a tmpfs over
+    /etc/systemd/system) with a recording `systemctl` whose `status` answers 3 (inactive)."""
+    standin = load_listener_module(unpacked)
+    settings = {"serverUrl": "http://10.0.0.1/o-r", "gitHubUrl": "http://10.0.0.1/o/r", "agentName": "svc-1"}
+    standin.generate_svc_sh(settings)
+    unit = "actions.runner.o-r.svc-1.service"
+    calls = tmp_path / "systemctl.calls"
+    path = fake_tools(
+        tmp_path / "bin",
+        systemctl=f'echo "$@" >> {calls}; [ "$1" = --no-pager ] && exit 3; exit 0',
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", SVC_SCRIPT.format(unit=unit)],
+        cwd=unpacked,
+        env={"PATH": path, "SUDO_USER": "nobody"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    template = (STANDIN_DIR / "bin" / "actions.runner.service.template").read_text()
+    expected = (
+        template.replace("{{User}}", "nobody")
+        .replace("{{Description}}", "GitHub Actions Runner (o-r.svc-1)")
+        .replace("{{RunnerRoot}}", str(unpacked))
+    )
+    assert expected in out, out
+    assert f"mode=664 service={unit} runsvc=nobody:755" in out
+    assert "== install-again\nCreating launch runner in /etc/systemd/system/" in out
+    assert f"Failed: error: exists /etc/systemd/system/{unit}\nrc=1" in out
+    assert re.search(r"== status\n\n/etc/systemd/system/\S+\nrc=0", out), "an inactive unit's status still exits 0"
+    assert "unit gone" in out and ".service gone" in out
+    assert "== status-missing\n\nnot installed\n\nrc=1" in out
+    assert "Run as uid: 0" in out and "\nUser=\n" in out, "no user: root's uid, an empty User="
+    recorded = calls.read_text()
+    assert f"enable {unit}" in recorded and f"disable {unit}" in recorded and f"stop {unit}" in recorded
+    assert (Path("/etc/systemd/system") / unit).exists() is False, "nothing reached the real /etc"
+
+
+def load_listener_module(root: Path) -> types.ModuleType:
+    loader = importlib.machinery.SourceFileLoader("runner_standin_svc", str(root / "bin" / "Runner.Listener"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    module.ROOT = root
+    return module
