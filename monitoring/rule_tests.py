@@ -571,28 +571,34 @@ def scenarios() -> list[Scenario]:
         )
     )
 
-    # Job queue histogram (exported from the start with zero counts): a job that waited 200 s
-    # starts at 150 s (no alert), one that waited 400 s at 300 s: fires at once, and resolves
-    # when that job leaves the 15 m window (1200 s).
+    # Job queue histogram (exported from the start with zero counts): in production a job that
+    # waited 200 s starts at 150 s (no alert), one that waited 400 s at 300 s: fires at once, and
+    # resolves when that job leaves the 15 m window (1200 s). Staging's histogram has the `le`
+    # values as Prometheus 3 stores them (300.0): a 400 s wait at 600 s fires there too.
     n5 = 101
     buckets = ["5", "15", "30", "60", "120", "300", "600", "1800", "3600", "+Inf"]
-    jobs = Host(PROD_A, n5).runner("alpha-1")
 
-    def count(le: str) -> list[Value]:
-        bound = float(le)
-        waited = [(10, 200), (20, 400)]
-        return [sum(1 for at, w in waited if i >= at and w <= bound) for i in range(n5)]
+    def histogram(host: Host, runner: str, waited: list[tuple[int, int]], floats: bool = False) -> Host:
+        def count(le: str) -> list[Value]:
+            return [sum(1 for at, w in waited if i >= at and w <= float(le)) for i in range(n5)]
 
-    for le in buckets:
-        jobs.add("github_runner_job_queue_seconds_bucket", count(le), runner="alpha-1", le=le)
-    jobs.add("github_runner_job_queue_seconds_count", count("+Inf"), runner="alpha-1")
-    jobs.add("github_runner_job_queue_seconds_sum", [0] * 10 + [200] * 10 + [600] * 81, runner="alpha-1")
+        for le in buckets:
+            label = le if le == "+Inf" or not floats else f"{float(le):.1f}"
+            host.add("github_runner_job_queue_seconds_bucket", count(le), runner=runner, le=label)
+        host.add("github_runner_job_queue_seconds_count", count("+Inf"), runner=runner)
+        sums = [sum(w for at, w in waited if i >= at) for i in range(n5)]
+        return host.add("github_runner_job_queue_seconds_sum", sums, runner=runner)
+
     out.append(
         Scenario(
             "a job waited longer than 5 minutes",
             n5,
-            [jobs, Host(PROD_B, n5).runner("beta-1"), Host(STAGE, n5).runner("beta-staging")],
-            {"RunnerJobsWaitingLong": [Firing(env("production"), 300, 1200)]},
+            [
+                histogram(Host(PROD_A, n5).runner("alpha-1"), "alpha-1", [(10, 200), (20, 400)]),
+                histogram(Host(PROD_B, n5).runner("beta-1"), "beta-1", []),
+                histogram(Host(STAGE, n5).runner("beta-staging"), "beta-staging", [(40, 400)], floats=True),
+            ],
+            {"RunnerJobsWaitingLong": [Firing(env("production"), 300, 1200), Firing(env("staging"), 600, 1500)]},
             quiet=tuple(ALERTS),
         )
     )
