@@ -200,7 +200,7 @@ def read_token(token_file: str | None, stdin: TextIO) -> str:
     return token
 
 
-def _decide(api: GitHubApi, scope: Scope, runner: Runner, ledger: Ledger, args: argparse.Namespace) -> dict:
+def _decide(api: GitHubApi, scope: Scope, runner: Runner, ledger: Ledger, args: argparse.Namespace) -> dict[str, Any]:
     """What happens to one orphan; deletes it when it is offline, idle and past the grace period."""
     key = Ledger.key(scope, runner)
     entry: dict[str, Any] = {
