@@ -1,6 +1,6 @@
 #!/bin/bash
 # runner-fleet lab stand-in for actions/runner; not GitHub's runner.
-# Like actions/runner's env.sh: records PATH in .path and a few well-known variables in .env
+# Behaves as actions/runner's src/Misc/layoutroot/env.sh: records PATH in .path and a few well-known variables in .env
 # (appending only those .env does not have yet). Sourced by config.sh from the runner root.
 
 varCheckList=(
