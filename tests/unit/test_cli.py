@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -407,3 +408,15 @@ def test_organization_scope(tmp_path, capsys):
         assert code == cli.EXIT_ORPHANS
         assert orphans_by_name(report(out), "orgs/octo-org").keys() == {"forgotten"}
         assert {c["path"] for c in d.calls} == {"/api/v3/orgs/octo-org/actions/runners"}
+
+
+def test_as_a_process_with_the_credential_piped_in(fleet_double, tmp_path):
+    """What the drift workflow runs: `... | python -m fleet orphans --stack S --token-file -`."""
+    env = {k: v for k, v in os.environ.items() if k != cli.TOKEN_ENV}
+    argv = [sys.executable, "-m", "fleet", "orphans", "--stack", "staging", "--token-file", "-"]
+    argv += ["--project-dir", str(fleet_double.project), "--ledger", str(tmp_path / "ledger.json")]
+    proc = subprocess.run(argv, input=PAT + "\n", capture_output=True, text=True, cwd=PROJECT, env=env, timeout=60)
+    assert proc.returncode == cli.EXIT_ORPHANS, proc.stderr
+    assert f"repos/{REPO} on {fleet_double.url}/api/v3: 247 registered" in proc.stdout
+    assert "stray-114" in proc.stdout and PAT not in proc.stdout + proc.stderr
+    assert "runner-fleet: listing the runners of" in proc.stderr
