@@ -260,7 +260,10 @@ def cmd_orphans(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
     code = EXIT_CLEAN
     try:
         for scope in scopes:
-            api = GitHubApi(scope.api_url, token, log=out.progress)
+            try:
+                api = GitHubApi(scope.api_url, token, log=out.progress)
+            except ValueError as e:
+                raise UsageError(f"stacks {', '.join(sorted(scope.stacks))}: {e}") from None
             out.progress(f"listing the runners of {scope.path} on {scope.api_url}")
             runners = api.list_runners(scope.path, lambda n, total: out.progress(f"  {n}/{total} runners read"))
             known = {Ledger.key(scope, r) for r in runners}

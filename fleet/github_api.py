@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import urllib.error
@@ -71,8 +72,12 @@ class GitHubApi:
         log: Callable[[str], None] | None = None,
     ):
         parts = urllib.parse.urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{base_url!r} is not an http(s) API URL")
+        if parts.scheme == "http" and not _private(parts.hostname):
+            raise ValueError(
+                f"{base_url!r}: the credential is only sent over plain http to a private or loopback address"
+            )
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout = timeout
@@ -148,13 +153,15 @@ class GitHubApi:
         while True:
             _, body = self.request("GET", f"{scope_path}/actions/runners", {"per_page": PER_PAGE, "page": page})
             items = body.get("runners", [])
+            before = len(runners)
             for item in items:
                 runner = Runner.from_json(item)
                 runners[runner.id] = runner
             total = int(body.get("total_count", 0))
             if progress:
                 progress(len(runners), total)
-            if not items or len(items) < PER_PAGE or len(runners) >= total:
+            # Stop on the last page, and on a page that brings nothing new (a server repeating itself).
+            if not items or len(items) < PER_PAGE or len(runners) >= total or len(runners) == before:
                 return sorted(runners.values(), key=lambda r: r.id)
             page += 1
 
@@ -171,6 +178,16 @@ class GitHubApi:
         """Remove a registration. GitHub answers 422 while the runner runs a job: raised as
         ApiError(422) for the caller to decide (the orphans command keeps a busy runner)."""
         self.request("DELETE", f"{scope_path}/actions/runners/{runner_id}")
+
+
+def _private(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -420,3 +420,30 @@ def test_as_a_process_with_the_credential_piped_in(fleet_double, tmp_path):
     assert f"repos/{REPO} on {fleet_double.url}/api/v3: 247 registered" in proc.stdout
     assert "stray-114" in proc.stdout and PAT not in proc.stdout + proc.stderr
     assert "runner-fleet: listing the runners of" in proc.stderr
+
+
+def test_no_credential_over_plain_http_to_a_public_address(tmp_path, capsys):
+    project = tmp_path / "p"
+    project.mkdir()
+    stack_file(project, "production", REPO, "http://ghe.example.com", PROD[:1])
+    code = cli.main(
+        ["orphans", "--project-dir", str(project), "--ledger", str(tmp_path / "l"), "--token-file", "-"],
+        stdin=io.StringIO(PAT),
+    )
+    _, err = capsys.readouterr()
+    assert code == cli.EXIT_USAGE
+    assert "only sent over plain http to a private or loopback address" in err
+
+
+def test_an_unreadable_ledger_is_a_usage_error(fleet_double, capsys, tmp_path):
+    (tmp_path / "ledger.json").write_text("{not json")
+    code, _, err = run(fleet_double, capsys, tmp_path)
+    assert code == cli.EXIT_USAGE and "unreadable ledger" in err
+    assert [c for c in fleet_double.calls if "/actions/runners" in c["path"]] == []
+
+
+def test_client_stops_on_a_page_that_repeats_itself(scripted):
+    page = {"total_count": 500, "runners": [{"id": i, "name": f"r{i}", "labels": []} for i in range(100)]}
+    Scripted.answers = [(200, {}, page), (200, {}, page), (200, {}, page)]
+    runners = GitHubApi(scripted, PAT, sleep=lambda _s: None).list_runners("repos/o/r")
+    assert len(runners) == 100 and len(Scripted.seen) == 2
