@@ -331,9 +331,13 @@ def _config_path(value: str) -> str:
 
 
 def _promtool(value: str) -> str:
+    """`promtool` from root's PATH, or an absolute path outside world-writable trees (root runs it)."""
     if value == "promtool":
         return value
-    return _abs_path(value)
+    path = _abs_path(value)
+    if path in SYSTEM_DIRS or any(_in_tree(path, tree) for tree in VOLATILE_TREES):
+        raise ValueError(f"{path!r} is a directory or in a volatile or world-writable tree; root runs promtool")
+    return path
 
 
 def _unix_user(value: str) -> str:
@@ -700,7 +704,8 @@ Problem = tuple[str, str]
 def _path(key: str, loc: Iterable[Any] = ()) -> str:
     out = f"{NAMESPACE}:{key}"
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        text = str(part) if str(part).isprintable() else repr(str(part))  # a key may hold a newline too
+        out += f"[{part}]" if isinstance(part, int) else f".{text}"
     return out
 
 
@@ -974,6 +979,8 @@ def _secret_problems(values: dict[str, Any]) -> list[Problem]:
     token = values["githubToken"]
     if isinstance(token, str) and token and (any(c.isspace() for c in token) or not token.isprintable()):
         problems.append((_path("githubToken"), "must be a single token without whitespace or control characters"))
+    elif isinstance(token, str) and token and len(token) < 20:
+        problems.append((_path("githubToken"), f"is {len(token)} characters: too short to be a GitHub token"))
     key_text = values["sshPrivateKey"]
     if isinstance(key_text, str) and key_text:
         problems.extend((_path("sshPrivateKey"), m) for m in _private_key_problems(key_text))
@@ -1048,6 +1055,17 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
                     )
                 )
             seen_groups.setdefault(low, g)
+        if github.api_url is not None:
+            server_host = urlsplit(github.server_url).netloc
+            api_host = urlsplit(github.api_url).netloc
+            if api_host not in (server_host, f"api.{server_host}"):
+                add(
+                    (
+                        _path("github", ("apiUrl",)),
+                        f"{github.api_url!r} is not on {server_host} (or api.{server_host}): the credential "
+                        "would be sent to another server than the runners register with",
+                    )
+                )
         if not github.allow_insecure_http:
             for field, value in (("serverUrl", github.server_url), ("apiUrl", github.api_url)):
                 if value and _is_insecure(value):
@@ -1120,6 +1138,14 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
             )
         host_keys.setdefault(host.host_key, at("hostKey"))
 
+        if ":" in host.address:
+            add(
+                (
+                    at("address"),
+                    f"{host.address!r}: an IPv6 address cannot be a scrape target here yet (the target file "
+                    "writes address:port); use a DNS name for the machine",
+                )
+            )
         if host.exporter_port == host.ssh_port:
             add((at("exporterPort"), f"port {host.exporter_port} is this host's SSH port"))
         if prom is not None and _same_machine(host.address, host.host_key, prom.address, prom.host_key):
@@ -1169,6 +1195,15 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
             if github is not None:
                 if spec.group is not None and github.repository:
                     add((at("runners", j, "group"), "runner groups need organization scope"))
+                declared = {g.name.lower(): g.name for g in github.runner_groups}
+                if spec.group is not None and declared.get(spec.group.lower(), spec.group) != spec.group:
+                    add(
+                        (
+                            at("runners", j, "group"),
+                            f"group {spec.group!r} is declared as {declared[spec.group.lower()]!r} in "
+                            "github.runnerGroups: one group, one spelling",
+                        )
+                    )
                 unit = github.runner_unit(spec.name)
                 if len(unit) > RUNNER_UNIT_MAX:
                     add(
@@ -1245,6 +1280,7 @@ class _OtherStack:
     hosts: tuple[_OtherHost, ...]
     prometheus_address: str | None
     prometheus_key: str | None
+    prometheus_ssh_user: str | None
     job_name: str | None
     targets_dir: str | None
 
@@ -1339,22 +1375,24 @@ def _read_other_stack(path: Path) -> tuple[_OtherStack | None, list[str]]:
             )
         )
 
-    prom_address = prom_key = job_name = targets_dir = None
+    prom_address = prom_key = prom_user = job_name = targets_dir = None
     raw_prom = section("prometheus")
     if isinstance(raw_prom, dict):
         values: dict[str, Any] = {}
-        for name in ("address", "host_key", "job_name", "targets_dir"):
+        for name in ("address", "host_key", "ssh_user", "job_name", "targets_dir"):
             if name == "host_key" and not isinstance(raw_prom.get("hostKey"), str):
                 values[name] = None
                 continue
             values[name], problem = _field(PrometheusSpec, name, raw_prom)
             if problem:
                 problems.append(f"{_path('prometheus')}.{problem}")
-        prom_address, prom_key = values["address"], values["host_key"]
+        prom_address, prom_key, prom_user = values["address"], values["host_key"], values["ssh_user"]
         job_name, targets_dir = values["job_name"], values["targets_dir"]
     elif raw_prom is not None:
         problems.append(f"{_path('prometheus')}: must be a mapping")
-    other = _OtherStack(stack, path.name, github, tuple(hosts), prom_address, prom_key, job_name, targets_dir)
+    other = _OtherStack(
+        stack, path.name, github, tuple(hosts), prom_address, prom_key, prom_user, job_name, targets_dir
+    )
     return other, problems
 
 
@@ -1447,6 +1485,30 @@ def _sibling_stack_problems(s: _Sections, stack: str) -> list[Problem]:
                             )
                         )
         prom = s.prometheus
+        for oh in other.hosts:
+            if (
+                prom is not None
+                and _same_machine(prom.address, prom.host_key, oh.address, oh.host_key)
+                and oh.runner_user == prom.ssh_user
+            ):
+                add(
+                    (
+                        _path("prometheus", ("sshUser",)),
+                        f"sshUser {prom.ssh_user!r} on {prom.address} is the runner user of {owner}: "
+                        "destroying that stack would delete this login",
+                    )
+                )
+        if other.prometheus_address is not None and other.prometheus_ssh_user is not None:
+            for h in s.hosts:
+                same = _same_machine(h.spec.address, h.spec.host_key, other.prometheus_address, other.prometheus_key)
+                if same and (h.spec.runner_user or default_user) == other.prometheus_ssh_user:
+                    add(
+                        (
+                            _path("hosts", (h.index, "runnerUser")),
+                            f"runner user {other.prometheus_ssh_user!r} on {h.spec.address} is the monitoring "
+                            f"host's sshUser of {owner}: destroy would delete that login",
+                        )
+                    )
         if (
             prom is not None
             and other.prometheus_address is not None

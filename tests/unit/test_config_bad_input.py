@@ -146,6 +146,11 @@ CASES: dict[str, Case] = {
         "runner.version",
         "U+000A",
     ),
+    "github token that is no token": (
+        lambda c: c.update(githubToken="null"),
+        "githubToken",
+        "too short to be a GitHub token",
+    ),
     "github token with a trailing newline": (
         lambda c: c.update(githubToken=c["githubToken"] + "\n"),
         "githubToken",
@@ -304,6 +309,11 @@ CASES: dict[str, Case] = {
         "github.apiUrl",
         "may not have a query or fragment",
     ),
+    "API URL on another server than the server URL": (
+        lambda c: c["github"].update(serverUrl="https://ghe.example.com", apiUrl="https://api.github.com"),
+        "github.apiUrl",
+        "is not on ghe.example.com",
+    ),
     # --- accounts that a destroy would delete (userdel --force) ---
     "runner user is the ssh user": (
         lambda c: host(c).update(sshUser="deploy", runnerUser="deploy"),
@@ -395,6 +405,16 @@ CASES: dict[str, Case] = {
         "prometheus.targetsDir",
         "holds (or is the directory of) configPath",
     ),
+    "promtool in a world-writable tree": (
+        lambda c: c["prometheus"].update(promtool="/tmp/promtool"),  # noqa: S108 - the refused value
+        "prometheus.promtool",
+        "world-writable",
+    ),
+    "promtool as a directory": (
+        lambda c: c["prometheus"].update(promtool="/usr/bin"),
+        "prometheus.promtool",
+        "is a directory",
+    ),
     "relative promtool": (
         lambda c: c["prometheus"].update(promtool="bin/promtool"),
         "prometheus.promtool",
@@ -436,6 +456,11 @@ CASES: dict[str, Case] = {
         "hosts[0].address",
         "is not an IP address or DNS host name",
     ),
+    "IPv6 runner host address": (
+        lambda c: host(c).update(address="2001:db8::13"),
+        "hosts[0].address",
+        "cannot be a scrape target",
+    ),
     "host as its own jump host": (
         lambda c: host(c).update(jumpHost={"address": "192.168.0.13", "hostKey": fake_host_key("j")}),
         "hosts[0].jumpHost",
@@ -456,6 +481,14 @@ CASES: dict[str, Case] = {
         lambda c: c.update(github={"organization": "paws", "runnerGroups": [{"name": "fast"}, {"name": "Fast"}]}),
         "github.runnerGroups[1].name",
         "duplicate runner group 'Fast'",
+    ),
+    "runner group spelled unlike its declaration": (
+        lambda c: (
+            c.update(github={"organization": "paws", "runnerGroups": [{"name": "fast"}]}),
+            runner(c).update(group="Fast"),
+        ),
+        "hosts[0].runners[0].group",
+        "is declared as 'fast'",
     ),
     "runner group named Default": (
         lambda c: c.update(github={"organization": "paws", "runnerGroups": [{"name": "default"}]}),
@@ -583,6 +616,11 @@ CASES: dict[str, Case] = {
         "sshPrivateKey",
         "protected by a passphrase",
     ),
+    "unknown key with a newline": (
+        lambda c: host(c).update({"exporterPort\n": 9102}),
+        "hosts[0].'exporterPort\\n'",
+        "is not a known key",
+    ),
     "insecure-http opt-in at the top level": (
         lambda c: c.update(allowInsecureHttp=True),
         "runner-fleet:allowInsecureHttp",
@@ -647,6 +685,69 @@ def test_runner_user_may_not_be_another_stacks_login(tmp_path, monkeypatch, regi
     assert (
         "runner-fleet:hosts[1].sshUser: sshUser 'github-runner-staging' on 192.168.0.51 is the runner user" in message
     )
+
+
+def test_the_monitoring_login_may_not_be_another_stacks_runner_user(tmp_path, monkeypatch, registrations):
+    """Staging runs runners on the monitoring machine as `monitor`: production may not log in
+    there as `monitor` (staging's destroy would delete the login)."""
+    files = stack_files(tmp_path, monkeypatch)
+    staging = committed_yaml("staging")
+    staging["config"]["runner-fleet:hosts"].append(
+        {
+            "name": "monitor",
+            "address": "192.168.0.200",
+            "role": "secondary",
+            "exporterPort": 9110,
+            "runnerUser": "monitor",
+            "runners": [{"name": "monitor-staging"}],
+        }
+    )
+    write_yaml(files / "Pulumi.staging.yaml", staging)
+    config = completed_stack_config("production")
+    config["prometheus"]["sshUser"] = "monitor"
+    message = refused(config, "production", registrations)
+    assert "runner-fleet:prometheus.sshUser: sshUser 'monitor' on 192.168.0.200 is the runner user of stack" in message
+
+
+WRONG_VALUES = [None, 7, True, "x\n", [], {}, [None], {"a": None}]
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every position in a config: mappings' keys, lists' items, and the containers themselves."""
+    out = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += leaves(item, (*path, i))
+    return out
+
+
+def replaced(config: Config, path: tuple[Any, ...], new: Any) -> Config:
+    config = copy.deepcopy(config)
+    target = config
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = new
+    return config
+
+
+@pytest.mark.parametrize("path", leaves(completed_stack_config("production")), ids=str)
+def test_a_value_of_any_wrong_type_anywhere_is_a_problem_never_a_crash(path, registrations):
+    """No TypeError or AttributeError: each wrong value is a problem naming where it is."""
+    base = completed_stack_config("production")
+    for new in WRONG_VALUES:
+        config = replaced(base, path, new)
+        try:
+            run_program(config, "production")
+        except ConfigError as exc:
+            assert registrations == []
+            top = path[0]
+            assert f"runner-fleet:{top}" in str(exc), (path, new, str(exc))
+        else:  # the wrong-looking values that are valid: any port for Prometheus, no custom labels
+            assert (path[-1], new) in (("port", 7), ("labels", [])), (path, new)
+            registrations.clear()
 
 
 def test_the_same_runner_in_another_case_of_the_scope_is_another_stacks(registrations):
@@ -780,7 +881,7 @@ def test_plain_http_on_a_test_network_needs_the_explicit_opt_in():
 
 def test_http_over_loopback_is_not_insecure():
     config = completed_stack_config("production")
-    config["github"]["apiUrl"] = "http://127.0.0.1:8080/api/v3"
+    config["github"].update(serverUrl="http://127.0.0.1:8080", apiUrl="http://127.0.0.1:8080/api/v3")
     assert run_program(config, "production").commands()
 
 
