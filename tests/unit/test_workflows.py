@@ -227,6 +227,7 @@ def test_drift_job_previews_every_stack_expecting_no_changes_and_lists_orphans()
     assert not job["concurrency"]["group"].startswith("deploy-")
     orphans = [s for s in job["steps"] if "python -m fleet orphans" in s.get("run", "")]
     assert len(orphans) == 1
+    assert orphans[0]["if"] == "${{ !cancelled() }}", "orphans are reported even when the preview found drift"
     # The credential comes through a pipe into --token-file -, never through argv or a variable.
     assert "--token-file -" in orphans[0]["run"]
     assert "GITHUB_TOKEN" not in json.dumps(orphans[0].get("env", {}))
