@@ -140,14 +140,26 @@ class Host:
         self.series[selector(name, self.target.labels(**labels))] = values
         return self
 
+    def remove(self, start: int, end: int) -> Host:
+        """The target leaves service discovery at `start` and is back at `end`: every series,
+        up included, gets the staleness marker and then no samples."""
+        for sel, values in [(selector("up", self.target.labels()), None), *self.series.items()]:
+            if values is None:
+                values = self.series.setdefault(sel, [1] * self.n)
+            values[start:end] = ["stale", *[None] * (end - start - 1)]
+        return self
+
     def fail(self, indices: Iterable[int]) -> Host:
         self.failed |= set(indices)
         return self
 
     def rendered(self) -> list[tuple[str, list[Value]]]:
-        up = [0 if i in self.failed else 1 for i in range(self.n)]
-        out = [(selector("up", self.target.labels()), up)]
+        up_selector = selector("up", self.target.labels())
+        up = [0 if i in self.failed else v for i, v in enumerate(self.series.get(up_selector, [1] * self.n))]
+        out = [(up_selector, up)]
         for sel, values in self.series.items():
+            if sel == up_selector:
+                continue
             vals = list(values)
             for i in sorted(self.failed):
                 vals[i] = None if i - 1 in self.failed else "stale"
@@ -455,6 +467,22 @@ def scenarios() -> list[Scenario]:
                 "RunningOnSecondaryOnly": [Firing(env("production"), 135, 300)],
                 "NoHealthyRunner": [Firing(env("staging"), 120, 300)],
             },
+        )
+    )
+
+    # Every target leaves service discovery at 300 s (the target files are gone) and one is
+    # back at 600 s: nothing else can fire meanwhile, so this one is critical.
+    n8 = 51
+    hosts = fleet(n8)
+    for host in hosts:
+        host.remove(20, 51 if host.target is not PROD_A else 40)
+    out.append(
+        Scenario(
+            "every target gone from service discovery",
+            n8,
+            hosts,
+            {"RunnerTargetsMissing": [Firing({"job": HEALTH_JOB}, 420, 600)]},
+            quiet=("RunnerTargetsMissing",),
         )
     )
 
