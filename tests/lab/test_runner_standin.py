@@ -849,7 +849,7 @@ def test_config_sh_checks_native_dependencies_first(unpacked: Path, tmp_path: Pa
     (unpacked / "bin" / "installdependencies.sh").stat()  # shipped, as config.sh's message says
 
 
-@ROOT_ONLY
+@lab
 def test_every_directory_up_to_root_must_be_listable(unpacked: Path) -> None:
     """Runner.Listener/Program.cs + Runner.Sdk/Util/IOUtil.cs ValidateExecutePermission: the runner
     root and each parent must be listable by the runner user, else exit 1 before any command."""
@@ -1035,7 +1035,7 @@ grep '^User=' "$unit"
 """
 
 
-@ROOT_ONLY
+@lab
 def test_svc_sh_installs_the_template_and_behaves_as_the_original(unpacked: Path, tmp_path: Path) -> None:
     """src/Misc/layoutbin/systemd.svc.sh.template, run in a private mount namespace (a tmpfs over
     /etc/systemd/system) with a recording `systemctl` whose `status` answers 3 (inactive)."""
