@@ -836,7 +836,6 @@ class _Host:
 class _Sections:
     github: GitHubSettings | None
     hosts: list[_Host]
-    hosts_complete: bool
     prometheus: PrometheusSpec | None
     runner: Artifact | None
     exporter: Artifact | None
@@ -855,25 +854,23 @@ def _section(key: str, model: type[_Model], value: Any, problems: list[Problem],
         return None
 
 
-def _hosts(value: Any, problems: list[Problem]) -> tuple[list[_Host], bool]:
+def _hosts(value: Any, problems: list[Problem]) -> list[_Host]:
     """Each host on its own; a host whose only problems are in some runners is kept (without
     them) for the cross-field rules."""
     if value is None:
         problems.append((_path("hosts"), "is required"))
-        return [], False
+        return []
     if not isinstance(value, list):
         problems.append((_path("hosts"), f"must be a list of hosts, got {_short(value)}"))
-        return [], False
+        return []
     if not value:
         problems.append((_path("hosts"), "must list at least one host"))
-        return [], False
+        return []
     valid: list[_Host] = []
-    complete = True
     for i, raw in enumerate(value):
         try:
             spec = _validate(HostSpec, raw)
         except ValidationError as exc:
-            complete = False
             problems.extend(_pydantic_problems("hosts", exc, (i,)))
             salvaged = _without_bad_runners(raw, exc)
             if salvaged is not None:
@@ -881,7 +878,7 @@ def _hosts(value: Any, problems: list[Problem]) -> tuple[list[_Host], bool]:
             continue
         host = _host_spec(spec)
         valid.append(_Host(i, host, tuple(range(len(host.runners)))))
-    return valid, complete
+    return valid
 
 
 def _without_bad_runners(raw: Any, exc: ValidationError) -> tuple[HostSpec, tuple[int, ...]] | None:
@@ -927,11 +924,10 @@ def load(stack: str | None = None) -> FleetConfig:
     values = {key: _decode(key, raw.get(key), problems) for key in KNOWN_KEYS}
     problems.extend(_secret_problems(values))
 
-    hosts, hosts_complete = _hosts(values["hosts"], problems)
+    hosts = _hosts(values["hosts"], problems)
     sections = _Sections(
         github=_section("github", GitHubSettings, values["github"], problems),
         hosts=hosts,
-        hosts_complete=hosts_complete,
         prometheus=_section("prometheus", PrometheusSpec, values["prometheus"], problems),
         runner=_section("runner", RunnerArtifact, values["runner"], problems, optional=True),
         exporter=_section("exporter", ExporterArtifact, values["exporter"], problems, optional=True),
@@ -1263,7 +1259,6 @@ def _insecure(url: str) -> str:
 
 @dataclass(frozen=True)
 class _OtherHost:
-    path: str
     address: str
     host_key: str | None
     ssh_user: str
@@ -1275,7 +1270,6 @@ class _OtherHost:
 @dataclass(frozen=True)
 class _OtherStack:
     stack: str
-    file: str
     github: GitHubSettings | None
     hosts: tuple[_OtherHost, ...]
     prometheus_address: str | None
@@ -1365,7 +1359,6 @@ def _read_other_stack(path: Path) -> tuple[_OtherStack | None, list[str]]:
             continue
         hosts.append(
             _OtherHost(
-                path=f"{path.name} {where}",
                 address=fields["address"],
                 host_key=fields["host_key"],
                 ssh_user=fields["ssh_user"] or "root",
@@ -1390,9 +1383,7 @@ def _read_other_stack(path: Path) -> tuple[_OtherStack | None, list[str]]:
         job_name, targets_dir = values["job_name"], values["targets_dir"]
     elif raw_prom is not None:
         problems.append(f"{_path('prometheus')}: must be a mapping")
-    other = _OtherStack(
-        stack, path.name, github, tuple(hosts), prom_address, prom_key, prom_user, job_name, targets_dir
-    )
+    other = _OtherStack(stack, github, tuple(hosts), prom_address, prom_key, prom_user, job_name, targets_dir)
     return other, problems
 
 
