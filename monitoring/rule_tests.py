@@ -379,7 +379,19 @@ def scenarios() -> list[Scenario]:
     )
     out.append(
         Scenario(
-            "dead primary runner, samples 10 s before each evaluation",
+            "dead primary runner, samples 5 s after each evaluation",
+            n,
+            fleet(n, phase=5, alpha_1={"active": dead}),
+            {
+                "RunnerServiceDown": [Firing(runner_labels(PROD_A, "alpha-1"), 135, 315)],
+                "RunningOnSecondaryOnly": [Firing(env("production"), 150, 315)],
+            },
+            phase=5,
+        )
+    )
+    out.append(
+        Scenario(
+            "dead primary runner, samples 10 s after each evaluation",
             n,
             fleet(n, phase=10, alpha_1={"active": dead}),
             {
