@@ -1236,9 +1236,10 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
 
 def _is_insecure(url: str) -> bool:
     """Plain http leaving the machine: over loopback the credential never reaches a network."""
-    if not url.startswith("http://"):
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
         return False
-    host = urlsplit(url).hostname or ""
+    host = parts.hostname or ""
     if host == "localhost" or host.endswith(".localhost"):
         return False
     try:
@@ -1288,7 +1289,7 @@ def _field(model: type[_Model], name: str, data: dict[str, Any]) -> tuple[Any, s
         return (None if info.is_required() else info.get_default(call_default_factory=True)), None
     try:
         annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        return TypeAdapter(annotation).validate_python(data[alias]), None
+        return TypeAdapter(annotation).validate_python(data[alias], by_alias=True, by_name=False), None
     except ValidationError as exc:
         first = exc.errors()[0]
         return None, f"{alias}: {first['msg'].removeprefix('Value error, ')}"

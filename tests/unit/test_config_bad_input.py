@@ -278,6 +278,11 @@ CASES: dict[str, Case] = {
         "runner.urlTemplate",
         "is plain http",
     ),
+    "template over plain HTTP in capitals": (
+        lambda c: c.update(exporter={"urlTemplate": "HTTP://m.example.com/{version}/{goarch}.tgz"}),
+        "exporter.urlTemplate",
+        "is plain http",
+    ),
     # --- GitHub URLs: https only, no credentials, no path on the server ---
     "server URL over plain http": (
         lambda c: c["github"].update(serverUrl="http://ghe.example.com"),
