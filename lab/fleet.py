@@ -194,7 +194,8 @@ class LabFleet:
                 }
             )
         return {
-            "runner-fleet:github": {"repository": LAB_REPO, "serverUrl": self.double_url},
+            # The double serves plain http on the lab bridge, which the config refuses unless told.
+            "runner-fleet:github": {"repository": LAB_REPO, "serverUrl": self.double_url, "allowInsecureHttp": True},
             "runner-fleet:githubToken": self.pat,
             "runner-fleet:sshPrivateKey": self.lab.private_key,
             "runner-fleet:runner": {

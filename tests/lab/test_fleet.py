@@ -2,24 +2,31 @@
 
 Lab: two runner hosts and a monitoring host running Debian's prometheus package, the GitHub
 double on the lab bridge, the runner stand-in and the real node exporter served by the double.
-The executor runs __main__.py under Pulumi mocks and executes every remote.Command over SSH as
-pulumi-command would. Scenarios run in order on one lab (module-scoped), as a user's stacks
-would live through them.
+The executor (lab/executor: the project's imitation of the Pulumi engine, not the Pulumi CLI)
+runs __main__.py under Pulumi mocks and executes every remote.Command over SSH as pulumi-command
+would. The lab is shared by the module's scenarios, but none depends on another having run: each
+asks a fixture for the stacks it starts from (`production` converges the production-shaped
+stack, `fresh` destroys it first), so `pytest tests/lab/test_fleet.py -k relabel` works alone on
+a fresh lab.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tarfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from lab.artifacts import build_artifacts
-from lab.fleet import PRODUCTION, STAGING, LabFleet
+from lab.fleet import PRODUCTION, PROJECT_DIR, SECRET_KEYS, STAGING, LabFleet
 
 pytestmark = pytest.mark.lab
 
@@ -37,10 +44,43 @@ SNAPSHOT = (
 )
 
 
+# The code that deployed the stacks before components took typed args and scripts were renamed:
+# the upgrade scenario deploys with it, then upgrades with the code under test.
+PREVIOUS_RELEASE = "65262e7"
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     with LabFleet.start(["runner-a", "runner-b"], state_dir=tmp_path_factory.mktemp("lab")) as lab_fleet:
         yield lab_fleet
+
+
+def has_resources(fleet: LabFleet, stack: str) -> bool:
+    path = fleet.state_path(stack)
+    return path.exists() and bool(json.loads(path.read_text()).get("resources"))
+
+
+@pytest.fixture
+def no_staging(fleet):
+    """The staging-shaped stack not deployed (destroyed if an earlier scenario left it)."""
+    if has_resources(fleet, STAGE):
+        assert_ok(fleet.run(STAGE, STAGING, mode="destroy"))
+    return fleet
+
+
+@pytest.fixture
+def production(fleet, no_staging):
+    """The production-shaped stack deployed in its committed shape (nothing runs if it already is)."""
+    assert_ok(fleet.run(PROD, PRODUCTION))
+    return fleet
+
+
+@pytest.fixture
+def fresh(fleet, no_staging):
+    """Neither stack deployed: production destroyed if an earlier scenario deployed it."""
+    if has_resources(fleet, PROD):
+        assert_ok(fleet.run(PROD, PRODUCTION, mode="destroy"))
+    return fleet
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 1, what: str = "condition"):
@@ -80,7 +120,8 @@ def assert_ok(report) -> None:
     assert report.ok, report.error
 
 
-def test_cold_deploy_production(fleet):
+def test_cold_deploy_registers_every_runner_online_and_monitored_without_leaking_the_credential(fresh):
+    fleet = fresh
     report = fleet.run(PROD, PRODUCTION)
     assert_ok(report)
     assert report.commands_executed == len(report.ops("create"))
@@ -143,7 +184,8 @@ def test_cold_deploy_production(fleet):
     assert {t["labels"]["job"] for t in targets} == {"github-runner-health"}
 
 
-def test_busy_runner_is_reported_busy(fleet):
+def test_busy_runner_is_reported_busy_then_idle(production):
+    fleet = production
     fleet.double.set_busy("lab-primary", True)
     try:
         wait_for(
@@ -160,7 +202,8 @@ def test_busy_runner_is_reported_busy(fleet):
     )
 
 
-def test_unchanged_rerun_executes_nothing_and_changes_nothing(fleet):
+def test_unchanged_rerun_executes_nothing_and_changes_nothing(production):
+    fleet = production
     before_hosts = snapshot(fleet)
     before_runners = {n: (r["id"], all_labels(r)) for n, r in registrations(fleet).items()}
     calls_before = len(fleet.double.calls)
@@ -174,7 +217,8 @@ def test_unchanged_rerun_executes_nothing_and_changes_nothing(fleet):
     assert [c for c in runner_api_calls if c["method"] != "GET"] == []
 
 
-def test_relabel_keeps_one_registration_online_with_exactly_the_new_labels(fleet):
+def test_relabel_keeps_one_registration_online_with_exactly_the_new_labels(production):
+    fleet = production
     relabeled = tuple(
         layout.__class__(
             layout.host,
@@ -200,7 +244,7 @@ def test_relabel_keeps_one_registration_online_with_exactly_the_new_labels(fleet
     assert runners[0]["status"] == "online"
     new_calls = fleet.double.calls[calls_before:]
     assert not [c for c in new_calls if c["method"] == "DELETE" and "/labels" not in c["path"]]
-    # And back, so later scenarios see the committed shape.
+    # And back: the same in-place update the other way.
     assert_ok(fleet.run(PROD, PRODUCTION))
     assert custom_labels(registrations(fleet)["lab-secondary"]) == ["production", "secondary"]
 
@@ -217,9 +261,10 @@ def installed_release(fleet: LabFleet, host: str, runner: str) -> str:
     return out.split()[0]
 
 
-def test_upgrade_days_later_checksum_first_then_in_place(fleet):
+def test_upgrade_days_later_checksum_first_then_in_place(production):
     """Two days on (every token minted at creation expired): a wrong checksum changes nothing;
     the right one upgrades in place, keeping the registration."""
+    fleet = production
     fleet.double.clock.advance(2 * 24 * 3600)
     old_version = fleet.artifacts["runner"]["version"]
     new = build_artifacts(fleet.state_dir / "artifacts", runner_version="2.330.0")["runner"]
@@ -242,14 +287,15 @@ def test_upgrade_days_later_checksum_first_then_in_place(fleet):
     wait_for(
         lambda: f'version="{new["version"]}"' in scrape(fleet, "runner-a", 9102), timeout=60, what="new version metric"
     )
-    # Back to the pinned version for the scenarios that follow (a downgrade is an update too).
+    # Back to the pinned version: a downgrade is an in-place update too.
     assert_ok(fleet.run(PROD, PRODUCTION))
     assert installed_release(fleet, "runner-a", "lab-primary") == old_version
 
 
-def test_reregisters_when_github_dropped_the_runner(fleet):
+def test_reregisters_when_github_dropped_the_runner(production):
     """GitHub removes runners offline for 14 days. The next update of that runner notices the
     404 and registers it again, weeks after every creation-time token expired."""
+    fleet = production
     fleet.double.clock.advance(15 * 24 * 3600)
     dropped = registrations(fleet)["lab-secondary"]
     request = urllib.request.Request(  # noqa: S310 - the lab's double
@@ -277,7 +323,8 @@ def test_reregisters_when_github_dropped_the_runner(fleet):
     assert custom_labels(registrations(fleet)["lab-secondary"]) == ["production", "secondary"]
 
 
-def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
+def test_both_stacks_on_one_machine_then_destroying_staging_leaves_production_intact(production):
+    fleet = production
     assert_ok(fleet.run(STAGE, STAGING))
     host, unit = STAGING_UNIT
     runners = registrations(fleet)
@@ -328,8 +375,9 @@ def test_both_stacks_on_one_machine_then_destroy_staging(fleet):
     assert all(r["status"] == "online" for r in registrations(fleet).values())
 
 
-def test_destroy_days_later_deregisters_everything(fleet):
+def test_destroy_days_later_deregisters_everything_and_leaves_only_the_shared_job(production):
     """Every token minted at creation has long expired; deregistration still works."""
+    fleet = production
     fleet.double.clock.advance(3 * 24 * 3600)
     report = fleet.run(PROD, PRODUCTION, mode="destroy")
     assert_ok(report)
@@ -360,3 +408,89 @@ def test_unfit_host_fails_fast_with_every_reason(fleet):
     assert not {n for n in ran if n.startswith(("runner-a-runner-user", "runner-a-exporter", "lab-primary-"))}
     rc, out, _ = fleet.lab.run_on("runner-a", "ls /opt/runner-fleet 2>&1; id github-runner-lab-unfit 2>&1")
     assert "lab-unfit" not in out.split() and "no such user" in out
+
+
+def previous_release(destination: Path) -> Path:
+    """The project as of PREVIOUS_RELEASE, exported with `git archive` (the repository is only read)."""
+    archive = destination.with_suffix(".tar")
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), PREVIOUS_RELEASE],
+        cwd=PROJECT_DIR,
+        check=True,
+        capture_output=True,
+    )
+    destination.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(destination, filter="data")
+    archive.unlink()
+    return destination
+
+
+def deploy_with(project: Path, fleet: LabFleet, stack: str, tmp_path: Path) -> dict:
+    """`pulumi up` of another checkout's program with the executor, in a process of its own (so its
+    `components` and `fleet` packages are the ones imported); returns the run report."""
+    config = fleet.config(PRODUCTION)
+    # The previous release knew no github.allowInsecureHttp (it accepted http without it).
+    del config["runner-fleet:github"]["allowInsecureHttp"]
+    config_file = tmp_path / "config.json"
+    config_file.touch(mode=0o600)
+    config_file.write_text(json.dumps({"config": config, "secretKeys": sorted(SECRET_KEYS)}))
+    report_file = tmp_path / "report.json"
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lab.executor",
+                "up",
+                "--project",
+                str(project),
+                "--stack",
+                stack,
+                "--config-file",
+                str(config_file),
+                "--state",
+                str(fleet.state_path(stack)),
+                "--report",
+                str(report_file),
+            ],
+            cwd=PROJECT_DIR,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        config_file.unlink()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(report_file.read_text())
+
+
+def test_stack_deployed_by_the_previous_release_upgrades_without_replacing_or_deleting_anything(fresh, tmp_path):
+    """The same URNs (type tokens, names, parents) as the previous release, so an existing stack
+    upgrades in place: commands whose script was renamed or gained inputs are updates (their
+    create runs again, idempotently); nothing is created, replaced or deleted, and every runner
+    keeps its registration."""
+    fleet = fresh
+    old = deploy_with(previous_release(tmp_path / "previous"), fleet, PROD, tmp_path)
+    assert old["ok"], old["error"]
+    old_urns = sorted(o["urn"] for o in old["operations"] if o["op"] == "create")
+    before = {n: r["id"] for n, r in registrations(fleet).items()}
+    assert set(before) == {"lab-primary", "lab-secondary"}
+
+    report = fleet.run(PROD, PRODUCTION)
+    assert_ok(report)
+    assert report.counts()["create"] == report.counts()["replace"] == report.counts()["delete"] == 0, report.summary()
+    assert sorted(o.urn for o in report.operations) == old_urns
+    assert "lab-secondary-registration" in report.ops("update")  # its script was renamed
+    assert {n: r["id"] for n, r in registrations(fleet).items()} == before
+    wait_for(lambda: all(r["status"] == "online" for r in registrations(fleet).values()), what="online after upgrade")
+    for host, port, runner in (("runner-a", 9102, "lab-primary"), ("runner-b", 9101, "lab-secondary")):
+        wait_for(
+            lambda h=host, p=port, r=runner: f'github_runner_online{{runner="{r}"}} 1' in scrape(fleet, h, p),
+            timeout=60,
+            what=f"{runner} metrics from the upgraded collector",
+        )
+    again = fleet.run(PROD, PRODUCTION)
+    assert_ok(again)
+    assert again.commands_executed == 0
