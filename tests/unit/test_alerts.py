@@ -142,3 +142,56 @@ def test_alert_is_labelled_annotated_and_documented(alert, scenarios):
 def test_readme_runbooks_name_only_shipped_alerts():
     documented = set(re.findall(r"^#### (\w+)$", alert_section(), re.M))
     assert documented == set(rule_tests.ALERTS)
+
+
+ALERTMANAGER = PROJECT / "monitoring" / "alertmanager" / "runner-fleet.yml"
+
+
+@needs("amtool")
+def test_alertmanager_example_is_valid():
+    result = subprocess.run(
+        ["amtool", "check-config", str(ALERTMANAGER)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs("amtool")
+@pytest.mark.parametrize("alert", rule_tests.ALERTS)
+def test_every_alert_reaches_a_runner_fleet_receiver_within_the_budget(alert):
+    """Routed by amtool itself to the runner-fleet receivers, whose group_wait keeps the dead-
+    runner budget (92 s to firing + group_wait <= 120 s; the rules file's header)."""
+    severity = rule_tests.RULE_SET[alert]["labels"]["severity"]
+    result = subprocess.run(
+        [
+            "amtool",
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER}",
+            f"alertname={alert}",
+            f"severity={severity}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    receiver = result.stdout.strip()
+    assert receiver == ("runner-fleet-page" if severity == "critical" else "runner-fleet")
+    route = next(
+        r for r in yaml.safe_load(ALERTMANAGER.read_text())["route"]["routes"] if r["receiver"] == "runner-fleet"
+    )
+    waits = [route["group_wait"]] + [r["group_wait"] for r in route.get("routes", []) if r["receiver"] == receiver]
+    assert 92 + rule_seconds(waits[-1]) <= 120
+
+
+def test_alertmanager_inhibitions_name_shipped_alerts():
+    spec = yaml.safe_load(ALERTMANAGER.read_text())
+    names = set()
+    for rule in spec["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            m = re.fullmatch(r'alertname=~?"(.*)"', matcher)
+            if m:
+                names |= set(m.group(1).split("|"))
+    assert names and names <= set(rule_tests.ALERTS)

@@ -180,3 +180,13 @@ def test_every_query_returns_data_from_a_fleet(tmp_path):
     failing = sorted(set(re.findall(r"alertname: (DashboardQuery\d+)", result.stdout + result.stderr)))
     queries = dashboard.queries()
     assert result.returncode == 0, [queries[int(f.removeprefix("DashboardQuery"))] for f in failing] or result.stderr
+
+
+def test_committed_json_decodes_as_the_sdks_dashboard_model(committed):
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
+
+    register_default_plugins()
+    decoded = DashboardModel.from_json(committed)
+    assert decoded.uid == "runner-fleet"
+    assert [p.type_val for p in decoded.panels] == [p["type"] for p in committed["panels"]]
