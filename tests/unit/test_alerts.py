@@ -195,3 +195,24 @@ def test_alertmanager_inhibitions_name_shipped_alerts():
             if m:
                 names |= set(m.group(1).split("|"))
     assert names and names <= set(rule_tests.ALERTS)
+
+
+def test_every_family_the_rules_read_is_in_the_contract():
+    contract = (PROJECT / "monitoring" / "METRICS.md").read_text()
+    node = {
+        "node_filesystem_avail_bytes",
+        "node_filesystem_size_bytes",
+        "node_filesystem_readonly",
+        "node_memory_MemAvailable_bytes",
+        "node_memory_MemTotal_bytes",
+        "node_textfile_scrape_error",
+    }
+    read = set()
+    for rule in rules():
+        read |= set(re.findall(r"\b((?:github_runner|node|runner_fleet)[a-zA-Z0-9_:]*)", rule["expr"]))
+    assert read
+    for name in read:
+        if name.startswith("node_"):
+            assert name in node, name
+        else:
+            assert f"`{re.sub(r'_(bucket|count|sum)$', '', name)}`" in contract, name
