@@ -754,6 +754,19 @@ def _errors(exc: ValidationError) -> list[Any]:
     ]
 
 
+def _pin_command(path: str, holder: Any) -> str:
+    """How to pin the host key of the machine described by `holder` (the mapping that lacks it)."""
+    address = holder.get("address") if isinstance(holder, dict) else None
+    try:
+        shown = _address(address) if isinstance(address, str) else "ADDRESS"
+    except ValueError:
+        shown = "ADDRESS"
+    return (
+        f"check the fingerprint out of band, then pulumi config set --path '{path}' "
+        f"\"$(ssh-keyscan -t ed25519 {shown} | cut -d' ' -f2-)\" (README: First deploy)"
+    )
+
+
 def _pydantic_problems(key: str, exc: ValidationError, index: Iterable[Any] = ()) -> list[Problem]:
     problems = []
     aliases = _all_aliases()
@@ -764,7 +777,7 @@ def _pydantic_problems(key: str, exc: ValidationError, index: Iterable[Any] = ()
         if kind == "missing":
             msg = "is required"
             if loc and loc[-1] == "hostKey":
-                msg = f"is required: {_PIN_HINT} (README: First deploy)"
+                msg = f"is required: {_pin_command(_path(key, loc), err.get('input'))}"
         elif kind == "extra_forbidden":
             msg = "is not a known key (typo?)"
             known = aliases.get(str(loc[-1]).lower().replace("_", "")) if loc else None

@@ -42,6 +42,11 @@ def test_committed_stack_files_lack_only_what_the_user_must_supply(stack):
     )
     assert lines == expected, message
     assert "pulumi config set --secret runner-fleet:githubToken" in message
+    for i, host in enumerate(config["hosts"]):  # the command that pins each machine's key, with its address
+        assert (
+            f"pulumi config set --path 'runner-fleet:hosts[{i}].hostKey' "
+            f"\"$(ssh-keyscan -t ed25519 {host['address']} | cut -d' ' -f2-)\""
+        ) in message
 
 
 def mutate(fn) -> dict:
