@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 unit_only=false
 [[ "${1:-}" == "--unit" ]] && unit_only=true
 
-packages=(shellcheck prometheus python3-venv)
+packages=(shellcheck prometheus prometheus-alertmanager python3-venv)
 $unit_only || packages+=(systemd-container debootstrap zstd iproute2 openssh-client openssh-server ca-certificates)
 # npm comes with the machine's Node.js; Debian's npm only where it is missing.
 command -v npm >/dev/null || packages+=(npm)
