@@ -1308,9 +1308,18 @@ def _field(model: type[_Model], name: str, data: dict[str, Any]) -> tuple[Any, s
         return None, f"{alias}: {first['msg'].removeprefix('Value error, ')}"
 
 
+def _stack_files() -> list[Path]:
+    """The project's stack files (Pulumi.<stack>.yaml, or .yml next to a Pulumi.yml)."""
+    return sorted({*STACK_FILES_DIR.glob("Pulumi.*.yaml"), *STACK_FILES_DIR.glob("Pulumi.*.yml")})
+
+
+def _stack_of(path: Path) -> str:
+    return path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
+
+
 def _read_other_stack(path: Path) -> tuple[_OtherStack | None, list[str]]:
     """What this stack is compared with, from another stack file; problems name that file."""
-    stack = path.name[len("Pulumi.") : -len(".yaml")]
+    stack = _stack_of(path)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -1407,8 +1416,8 @@ def _sibling_stack_problems(s: _Sections, stack: str) -> list[Problem]:
     problems: list[Problem] = []
     add = problems.append
     default_user = default_runner_user(stack)
-    for path in sorted(STACK_FILES_DIR.glob("Pulumi.*.yaml")):
-        other_stack = path.name[len("Pulumi.") : -len(".yaml")]
+    for path in _stack_files():
+        other_stack = _stack_of(path)
         if other_stack == stack:
             continue
         other, file_problems = _read_other_stack(path)

@@ -840,6 +840,15 @@ def test_a_broken_sibling_stack_file_is_a_problem_of_that_file(name, tmp_path, m
     assert any(line.startswith("runner-fleet:hosts[0].role: ") for line in lines), message
 
 
+def test_a_stack_file_ending_in_yml_is_compared_too(tmp_path, monkeypatch, registrations):
+    files = stack_files(tmp_path, monkeypatch)
+    (files / "Pulumi.edge.yml").write_text(
+        "config:\n  runner-fleet:hosts:\n    - {address: 192.168.0.13, exporterPort: 9102, runners: [{name: e}]}\n"
+    )
+    message = refused(completed_stack_config("production"), "production", registrations)
+    assert "runner-fleet:hosts[0].exporterPort: port 9102 on 192.168.0.13 is already used by stack 'edge'" in message
+
+
 def test_a_sibling_file_with_unpinned_keys_and_secrets_is_fine(tmp_path, monkeypatch):
     """The committed files lack host keys and secrets: that is not a problem of theirs."""
     stack_files(tmp_path, monkeypatch)
