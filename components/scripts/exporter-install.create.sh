@@ -43,17 +43,18 @@ if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
 fi
 rm -f -- "$pending"
 
-for _ in $(seq 1 30); do
+exporter_answers() {
   # Read the whole page first: `curl | grep -q` under pipefail fails when grep stops reading early.
+  local page
   page=$(curl -fsS --max-time 3 "http://127.0.0.1:$PORT/metrics" 2>/dev/null || true)
-  if [[ "$page" == *$'\n'node_exporter_build_info* ]]; then
-    # Older releases of this stack's exporter are no longer referenced by the unit.
-    find "$EXPORTER_DIR" -mindepth 1 -maxdepth 1 -type d ! -name "$EXPORTER_VERSION" -exec rm -rf -- {} +
-    say "$HOST_NAME: node exporter $EXPORTER_VERSION serving on :$PORT ($UNIT)"
-    exit 0
-  fi
-  sleep 1
-done
+  [[ "$page" == *$'\n'node_exporter_build_info* ]]
+}
+if wait_for 30 exporter_answers; then
+  # Older releases of this stack's exporter are no longer referenced by the unit.
+  find "$EXPORTER_DIR" -mindepth 1 -maxdepth 1 -type d ! -name "$EXPORTER_VERSION" -exec rm -rf -- {} +
+  say "$HOST_NAME: node exporter $EXPORTER_VERSION serving on :$PORT ($UNIT)"
+  exit 0
+fi
 echo "runner-fleet: $HOST_NAME: node exporter is not answering on :$PORT after 30 s" >&2
 journalctl -u "$UNIT" -n 20 --no-pager >&2 || true
 exit 1

@@ -29,6 +29,18 @@ download_verified() {
     die "$who: checksum mismatch for $url: expected $sha256, got $got; nothing was installed"
 }
 
+# wait_for SECONDS COMMAND...: runs COMMAND about once a second until it succeeds; returns 1 if
+# it did not within SECONDS tries.
+wait_for() {
+  local tries=$1
+  shift
+  for _ in $(seq 1 "$tries"); do
+    "$@" && return 0
+    sleep 1
+  done
+  return 1
+}
+
 # lock_monitoring_host LOCK_FILE: both stacks may touch the monitoring host at once; holds the
 # lock (file descriptor 9) until the script exits.
 lock_monitoring_host() {

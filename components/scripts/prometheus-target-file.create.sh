@@ -32,17 +32,19 @@ $check"
   say "wrote $final"
 fi
 
-for _ in $(seq 1 90); do
+# Sets `missing` to the expected targets Prometheus does not list yet.
+all_scraped() {
+  local targets target
   targets=$(curl -fsS --max-time 5 "$PROM_URL/api/v1/targets?state=active" 2>/dev/null | tr -d ' \n' || true)
   missing=""
   for target in $EXPECT; do
     [[ "$targets" == *"\"scrapePool\":\"$JOB_NAME\""* && "$targets" == *"\"scrapeUrl\":\"http://$target/metrics\""* ]] ||
       missing="$missing $target"
   done
-  if [[ -z "$missing" ]]; then
-    say "Prometheus job '$JOB_NAME' scrapes:$(printf ' %s' $EXPECT)"
-    exit 0
-  fi
-  sleep 1
-done
+  [[ -z "$missing" ]]
+}
+if wait_for 90 all_scraped; then
+  say "Prometheus job '$JOB_NAME' scrapes:$(printf ' %s' $EXPECT)"
+  exit 0
+fi
 die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_GLOB?"

@@ -24,13 +24,11 @@ if write_if_changed "$METRICS_CONF" 0644 "${METRICS_CONF_CONTENT/"unit=$UNIT"/"u
   say "$RUNNER_NAME: metrics collector configured ($METRICS_CONF)"
 fi
 
-for _ in $(seq 1 120); do
-  if systemctl is-active --quiet "$unit" && runner_reports_online "$RUNNER_DIR"; then
-    say "$RUNNER_NAME: service $unit active; runner listening for jobs"
-    exit 0
-  fi
-  sleep 1
-done
+listening() { systemctl is-active --quiet "$unit" && runner_reports_online "$RUNNER_DIR"; }
+if wait_for 120 listening; then
+  say "$RUNNER_NAME: service $unit active; runner listening for jobs"
+  exit 0
+fi
 log=$(newest_diag_log "$RUNNER_DIR")
 echo "runner-fleet: $RUNNER_NAME: not listening for jobs after 120 s; service: $(systemctl is-active "$unit" || true)" >&2
 [[ -n "$log" ]] && tail -n 20 "$log" >&2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components import shell
+from components import layout, shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
 from tests.conftest import IN_CI, completed_stack_config, inner_script, needs, run_program, unwrap
@@ -453,3 +453,20 @@ def test_every_shell_script_in_the_repository_passes_shellcheck():
         ["shellcheck", "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_names_shared_on_hosts_are_spelled_only_in_layout():
+    """Scripts and host files get every shared path and name as an input, so each is defined
+    once (components/layout.py) and a change there reaches every script."""
+    shared = {
+        name: value
+        for name, value in vars(layout).items()
+        if name.isupper() and isinstance(value, str) and value.startswith(("/", "."))
+    }
+    shared["METRICS_FILE"] = layout.METRICS_FILE
+    assert {"ROOT", "STATE", "ETC", "SYSTEMD_DIR", "PROMETHEUS_LOCK", "RELEASE_MARKER"} <= set(shared)
+    files = [*shell.SCRIPTS_DIR.iterdir(), *shell.HOST_FILES_DIR.iterdir()]
+    for path in files:
+        text = path.read_text()
+        for name, value in shared.items():
+            assert value not in text, f"{path.name} spells layout.{name} ({value}); pass it as an input"
