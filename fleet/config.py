@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 import yaml
@@ -479,6 +479,11 @@ class _Model(BaseModel):
         validate_by_alias=True,
     )
 
+    @classmethod
+    def from_config(cls, value: Any) -> Self:
+        """Validate a raw config value (a mapping with the documented camelCase keys)."""
+        return cls.model_validate(value, by_alias=True, by_name=False)
+
 
 # --- models ---------------------------------------------------------------------------
 
@@ -795,7 +800,7 @@ def _pydantic_problems(key: str, exc: ValidationError, index: Iterable[Any] = ()
 
 def _validate(model: type[_Model], value: Any) -> _Model:
     """Config reaches models through the documented camelCase names only."""
-    return TypeAdapter(model).validate_python(value, by_alias=True, by_name=False)
+    return model.from_config(value)
 
 
 # --- loading --------------------------------------------------------------------------
