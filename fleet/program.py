@@ -17,7 +17,7 @@ from components.github_scope import GitHubScope, GitHubScopeArgs, RunnerGroup
 from components.prometheus_targets import PrometheusTargets, PrometheusTargetsArgs, ScrapeTarget
 from components.remote import Endpoint, Machine
 from components.runner_host import RunnerHost, RunnerHostArgs
-from fleet.config import FleetConfig, HostSpec, JumpHost, PrometheusSpec
+from fleet.config import FleetConfig, HostSpec, PrometheusSpec
 
 
 @dataclass
@@ -27,21 +27,12 @@ class Fleet:
     prometheus: PrometheusTargets
 
 
-def endpoint(address: str, port: int, user: str, host_key: str, jump: JumpHost | None) -> Endpoint:
+def machine(fleet: FleetConfig, spec: HostSpec | PrometheusSpec) -> Machine:
+    """A runner host or the monitoring host, reached with the stack's SSH key (and jump host)."""
+    jump = spec.jump_host
     via = Endpoint(jump.address, jump.ssh_port, jump.ssh_user, jump.host_key) if jump else None
-    return Endpoint(address, port, user, host_key, via)
-
-
-def host_machine(fleet: FleetConfig, host: HostSpec) -> Machine:
     return Machine(
-        endpoint(host.address, host.ssh_port, host.ssh_user, host.host_key, host.jump_host),
-        fleet.secrets.ssh_private_key,
-    )
-
-
-def prometheus_machine(fleet: FleetConfig, prom: PrometheusSpec) -> Machine:
-    return Machine(
-        endpoint(prom.address, prom.ssh_port, prom.ssh_user, prom.host_key, prom.jump_host),
+        Endpoint(spec.address, spec.ssh_port, spec.ssh_user, spec.host_key, via),
         fleet.secrets.ssh_private_key,
     )
 
@@ -128,7 +119,7 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
         RunnerHost(
             host.name,
             host_args(fleet, host),
-            machine=host_machine(fleet, host),
+            machine=machine(fleet, host),
             github_dependencies=list(scope.groups),
         )
         for host in fleet.hosts
@@ -145,7 +136,7 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
     prometheus = PrometheusTargets(
         "prometheus",
         prometheus_args(fleet, targets),
-        machine=prometheus_machine(fleet, fleet.prometheus),
+        machine=machine(fleet, fleet.prometheus),
         depends_on=[h.exporter.runner_metrics for h in hosts],
     )
     return Fleet(scope=scope, hosts=hosts, prometheus=prometheus)
