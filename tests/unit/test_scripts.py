@@ -148,7 +148,7 @@ def test_command_text_runs_the_script_through_sudo_bash(tmp_path):
     assert "refusing to delete /nowhere: not under /x/runners" in result.stderr
 
 
-def test_target_file_is_exact():
+def test_target_file_has_one_group_per_exporter_with_environment_role_host_and_runners():
     content = targets_json(
         "production",
         [
