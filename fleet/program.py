@@ -1,6 +1,6 @@
 """Builds the fleet's components from a validated configuration.
 
-This is the one module that reads the config models: it turns them into each component's typed
+The one module of the Pulumi program that reads the config models: it turns them into each component's typed
 args and the `Machine` each component reaches its host through. Components never import
 `fleet.config`, so each can be built and tested on its own.
 """
