@@ -37,7 +37,9 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PROJECT / "requirements.txt"
 CACHE_ENV = "RUNNER_FLEET_ENGINE_CACHE"
-DEFAULT_CACHE = Path("/var/cache/runner-fleet-engine")
+DEFAULT_CACHE = (
+    Path("/var/cache/runner-fleet-engine") if os.geteuid() == 0 else Path.home() / ".cache" / "runner-fleet-engine"
+)
 
 # pulumi (PyPI) version -> github.com/pulumi/pulumi/pkg/v3 version. The CLI is the same release
 # unless the proxy does not serve that release's pkg/ tag (not every release has one); then the

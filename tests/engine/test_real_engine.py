@@ -8,7 +8,6 @@ tests stop where the first remote command would start; none of them connects any
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -28,15 +27,15 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
-# Loopback addresses only: a config that passes validation must never name a real machine.
-LOOPBACK_STACK = {
+# Addresses of the lab's own range only (lab/hosts.py), and every config that passes validation
+# is only previewed: a preview checks and diffs commands but never connects.
+LAB_RANGE_STACK = {
     "github": {"repository": "example-org/fleet-lab", "checkAccess": False},
-    "prometheus": {"address": "127.0.0.9", "port": 9090},
+    "prometheus": {"address": "10.249.31.250", "port": 9090},
     "hosts": [
         {
             "name": "loop-a",
-            "address": "127.0.0.2",
-            "sshPort": 1,
+            "address": "10.249.31.251",
             "role": "primary",
             "exporterPort": 9102,
             "runners": [{"name": "loop-a", "labels": ["self-hosted", "Linux", "X64", "enginetest", "primary"]}],
@@ -57,8 +56,15 @@ def _stack(tmp_path: Path, name: str, stack_file: dict | None = None) -> RealSta
 
 
 def _failed_up(stack: RealStack) -> str:
+    """`pulumi up` of a config that validation refuses: nothing may be registered."""
     with pytest.raises(auto.CommandError) as info:
         stack.up(show_secrets=False)
+    return str(info.value)
+
+
+def _failed_preview(stack: RealStack) -> str:
+    with pytest.raises(auto.CommandError) as info:
+        stack.preview()
     return str(info.value)
 
 
@@ -75,16 +81,14 @@ def test_real_engine_refuses_committed_stack_without_host_keys_and_registers_not
     assert stack.resource_types() == ["pulumi:pulumi:Stack"]
 
 
-def test_secrets_set_with_the_cli_are_encrypted_in_the_stack_file_the_state_and_the_output(tmp_path):
-    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LOOPBACK_STACK.items()}})
+def test_secrets_set_with_the_cli_are_encrypted_in_the_stack_file_and_absent_from_the_output(tmp_path):
+    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LAB_RANGE_STACK.items()}})
     stack.set("hosts[0].hostKey", fake_host_key("loop-a"), path=True)
     stack.set("prometheus.hostKey", fake_host_key("prom"), path=True)
-    output = _failed_up(stack)
+    output = _failed_preview(stack)
     stack_file = stack.stack_file()
-    state = json.dumps(stack.export())
     for secret in (SENTINEL_TOKEN, "SENTINELkeyMATERIAL"):
         assert secret not in stack_file
-        assert secret not in state
         assert secret not in output
     config = yaml.safe_load(stack_file)["config"]
     assert set(config["runner-fleet:githubToken"]) == {"secure"}
@@ -93,13 +97,13 @@ def test_secrets_set_with_the_cli_are_encrypted_in_the_stack_file_the_state_and_
 
 def test_host_key_set_with_path_reaches_the_program_and_validation_passes(tmp_path):
     """Structured config edited with `--path` arrives as the program expects it: validation passes
-    and the engine goes on to register the components; it stops at the first provider plugin."""
-    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LOOPBACK_STACK.items()}})
+    and the engine goes on to plan the components; here it stops at the first provider plugin."""
+    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LAB_RANGE_STACK.items()}})
     stack.set("hosts[0].hostKey", fake_host_key("loop-a"), path=True)
     stack.set("prometheus.hostKey", fake_host_key("prom"), path=True)
-    output = _failed_up(stack)
+    output = _failed_preview(stack)
     assert "the stack configuration has" not in output
-    assert any(t.startswith("fleet:") for t in stack.resource_types())
+    assert "fleet:machines:RunnerHost" in output
     assert "no resource plugin 'pulumi-resource-" in output
 
 
@@ -116,7 +120,7 @@ def test_host_key_set_with_path_reaches_the_program_and_validation_passes(tmp_pa
 def test_bad_value_set_with_the_cli_is_refused_by_the_real_engine_before_anything_is_registered(
     tmp_path, path, value, expected
 ):
-    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LOOPBACK_STACK.items()}})
+    stack = _stack(tmp_path, "enginetest", {"config": {f"runner-fleet:{k}": v for k, v in LAB_RANGE_STACK.items()}})
     stack.set("hosts[0].hostKey", fake_host_key("loop-a"), path=True)
     if not path.startswith("prometheus.hostKey"):
         stack.set("prometheus.hostKey", fake_host_key("prom"), path=True)
