@@ -25,7 +25,9 @@ from lab.hosts import HostSpec, Lab, resolve_state_dir
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LAB_REPO = "lab-owner/fleet"
-DOUBLE_PORT = 8931
+# The default http port: actions/runner builds its REST URLs from --url without the port
+# (ConfigurationManager.cs), so a double on any other port is unreachable for config.sh.
+DOUBLE_PORT = 80
 MONITOR = "monitor"
 # The lab's server URL is not github.com, so the double behaves like GitHub Enterprise Server
 # (the runner then names its unit actions.runner._services.<name>.service).
@@ -102,7 +104,7 @@ class LabFleet:
         pat_file = state_dir / "github-pat"
         pat_file.write_text(pat)
         pat_file.chmod(0o600)
-        url = f"http://{lab.bridge_address}:{DOUBLE_PORT}"
+        url = f"http://{lab.bridge_address}"
         fleet = cls(lab=lab, double=None, double_url=url, artifacts=artifacts, pat=pat, state_dir=state_dir)
         try:
             if daemon:

@@ -15,7 +15,7 @@ set -euo pipefail
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 # procps and iputils-ping: what an operator (and the lab tests) expect on any Debian host.
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,sudo,curl,ca-certificates,iproute2,procps,iputils-ping
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,sudo,curl,ca-certificates,iproute2,procps,iputils-ping,libicu72
 # Recommends stay out: prometheus recommends prometheus-node-exporter, which the program under
 # test installs itself.
 MONITORING_PACKAGES=(prometheus)
