@@ -32,6 +32,8 @@ if [[ ! -x .venv/bin/python ]] || ! cmp -s requirements-dev.txt .venv/.requireme
 fi
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 
 # GitHub's REST description for the double's conformance tests (npm, pinned in lab/openapi.py; cached).
 .venv/bin/python -m lab.openapi install >/dev/null

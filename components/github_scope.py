@@ -33,7 +33,9 @@ class GitHubScope(pulumi.ComponentResource):
     """The repository or organization the runners register to.
 
     Children:
-    - `{name}-provider`: a pulumi-github provider using the stack's GitHub credential.
+    - `{name}-provider`: a pulumi-github provider using the stack's GitHub credential, created
+      only when the stack needs it (the access check or runner groups): with neither, the stack
+      never loads pulumi-github's plugin, so it deploys where that plugin is not installed.
     - `{name}-group-<group>`: one ActionsRunnerGroup per configured organization runner group.
 
     With `github.checkAccess` (default on), every preview and update first checks, through
@@ -46,6 +48,11 @@ class GitHubScope(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GitHubScopeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(self.TYPE, name, None, opts)
+        self.provider: github.Provider | None = None
+        self.groups: list[github.ActionsRunnerGroup] = []
+        if not (args.check_access or args.runner_groups):
+            self.register_outputs({"scope": args.registration_url, "groups": []})
+            return
         self.provider = github.Provider(
             f"{name}-provider",
             token=args.credential,

@@ -1,7 +1,7 @@
 """The demo: a lab fleet on this machine, deployed with the program's own remote commands.
 
-    python -m lab.demo up     lab hosts + GitHub double + the `lab` stack deployed
-    python -m lab.demo down   destroy the stack, stop the double, tear the lab down
+python -m lab.demo up     lab hosts + GitHub double + the `lab` stack deployed
+python -m lab.demo down   destroy the stack, stop the double, tear the lab down
 """
 
 from __future__ import annotations

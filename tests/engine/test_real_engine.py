@@ -104,7 +104,8 @@ def test_host_key_set_with_path_reaches_the_program_and_validation_passes(tmp_pa
     output = _failed_preview(stack)
     assert "the stack configuration has" not in output
     assert "fleet:machines:RunnerHost" in output
-    assert "no resource plugin 'pulumi-resource-" in output
+    assert "no resource plugin 'pulumi-resource-command'" in output
+    assert "pulumi-resource-github" not in output
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,18 @@ def test_token_changes_between_runs_change_no_input(stack_run):
         assert "AAAA0000" not in dump and "ZZZZ0000" not in dump
 
 
+def test_without_access_check_or_groups_the_stack_never_loads_pulumi_github(stack_run):
+    """pulumi-github's plugin cannot be built from Go modules; a stack that needs neither the access
+    check nor runner groups must deploy without it: no github resource, no invoke."""
+    stack, _ = stack_run
+    config = completed_stack_config(stack)
+    config["github"] = {**config["github"], "checkAccess": False}
+    run = run_program(config, stack)
+    assert not [r for r in run.resources if r.type.startswith(("pulumi:providers:github", "github:"))]
+    assert run.calls == []
+    assert any(r.type == "command:remote:Command" for r in run.resources)
+
+
 def test_sentinel_secrets_never_leave_secret_channels(stack_run):
     _, run = stack_run
     for resource in run.resources:
