@@ -1,6 +1,7 @@
 """`runner-fleet`: operator commands next to the Pulumi program (`python -m fleet ...`).
 
     runner-fleet orphans [--stack NAME]... [--delete [--grace 14d]] [--json]
+    pulumi stack export | runner-fleet verify --stack NAME --state - --ssh-key FILE [--json]
 
 Each subcommand documents its exit codes in `--help`. The GitHub credential is read from the
 environment variable RUNNER_FLEET_GITHUB_TOKEN or from `--token-file FILE` (`-` = stdin), never
@@ -331,6 +332,77 @@ def _print_orphans(out: Output, report: list[dict[str, Any]]) -> None:
             out.result("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5])
 
 
+# --- verify -------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
+    from fleet import verify
+
+    if args.state == STDIN and args.token_file == STDIN:
+        raise UsageError("--state - and --token-file - cannot both read stdin")
+    config_file = Path(args.config_file or Path(args.project_dir) / f"Pulumi.{args.stack}.yaml")
+    try:
+        endpoints = verify.read_endpoints(config_file)
+        try:
+            text = stdin.read() if args.state == STDIN else Path(args.state).read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read the state {args.state}: {e.strerror}") from None
+        deployed = verify.read_export(text)
+        key = verify.load_private_key(Path(args.ssh_key))
+    except verify.VerifyError as e:
+        raise UsageError(str(e)) from None
+    if not deployed:
+        raise UsageError(f"the state of stack {args.stack} holds no fleet command: nothing was deployed to verify")
+    token = read_token(args.token_file, stdin)
+    out.secret = token
+    cache = Path(args.cache_dir) if args.cache_dir else verify.default_cache()
+    try:
+        report = verify.verify(
+            args.stack,
+            deployed,
+            endpoints,
+            ssh=lambda endpoint, script: verify.ssh_run(endpoint, key, script, timeout=args.timeout),
+            runners=verify.github_runners(token, out.progress),
+            fetch=lambda url, sha256: verify.fetch_release(url, sha256, cache),
+            progress=out.progress,
+        )
+    except verify.VerifyError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        out.result(json.dumps(report.to_json(), indent=1))
+    else:
+        for line in verify.render_text(report):
+            out.result(line)
+    return report.exit_code
+
+
+VERIFY_HELP = f"""\
+Compares each host of a stack with what the stack deployed, which `pulumi refresh` cannot do
+(pulumi-command has no Read: a refresh returns the stored state and never looks at the host).
+What was deployed is read from the stack's state, the output of `pulumi stack export` (no
+--show-secrets needed: the checks use no secret input); connection details (address, sshPort,
+sshUser, pinned hostKey, jumpHost) from the stack's config file. Over SSH, with the pinned host
+key only (a host showing any other key is refused), it checks: the units, the runner metrics
+conf, the collector and the target file by the SHA-256 of their content; the runner release and
+the node exporter binary file by file against the pinned tarball (downloaded from the state's
+URL once, its SHA-256 checked, cached in --cache-dir); the units enabled and active; the
+exporter answering; the scrape job in the Prometheus config. On GitHub: each runner registered
+with exactly its labels, and online.
+
+  pulumi stack export --stack production | \\
+    runner-fleet verify --stack production --state - --ssh-key ~/.ssh/runner-fleet
+
+Credential: ${TOKEN_ENV}, or --token-file FILE (- reads stdin, unless --state is -).
+
+exit codes:
+  0  in sync: every host matches what was deployed
+  1  drifted: at least one difference (each printed with host, object, expected and found)
+  2  usage or configuration error (bad arguments, unreadable state/config/key, no credential)
+  3  not fully checked: a host or GitHub could not be reached, or a host key was refused; the
+     differences found elsewhere are still reported
+"""
+
+
 # --- argument parsing ---------------------------------------------------------------------
 
 ORPHANS_HELP = f"""\
@@ -405,6 +477,25 @@ def build_parser() -> argparse.ArgumentParser:
     orphans.add_argument("--ledger", metavar="FILE", help="where first-seen-offline times are kept")
     orphans.add_argument("--json", action="store_true", help="print the report as JSON")
     orphans.set_defaults(func=cmd_orphans)
+
+    check = sub.add_parser(
+        "verify",
+        help="compare each host with what the stack deployed (drift the engine cannot see)",
+        description=VERIFY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--stack", required=True, metavar="NAME", help="the stack to verify")
+    check.add_argument("--state", required=True, metavar="FILE", help="output of `pulumi stack export` (- for stdin)")
+    check.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
+    check.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
+    check.add_argument("--ssh-key", required=True, metavar="FILE", help="SSH private key file for the hosts")
+    check.add_argument(
+        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
+    )
+    check.add_argument("--cache-dir", metavar="DIR", help="where pinned release tarballs are cached")
+    check.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""CLI: `python -m lab.executor up|preview|destroy --project DIR --stack NAME --config-file F --state S`.
+"""CLI: `python -m lab.executor up|preview|destroy --project DIR --stack NAME --config-file F --state S`,
+and `python -m lab.executor export --state S [--file OUT]` (the state as `pulumi stack export` prints it).
 
 The config file is JSON `{"config": {"runner-fleet:key": value, ...}, "secretKeys": [...]}`; it
 holds secrets, so it must not be readable by group or others (chmod 600). Exit status: 0 ok,
@@ -16,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lab.executor.engine import run_program
+from lab.executor.export import write_export
 from lab.executor.ssh import SSHTransport
 
 
@@ -34,6 +36,9 @@ def _load_config(path: Path) -> tuple[dict[str, object], set[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print progress; the exit status says whether the run succeeded."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        return _export(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m lab.executor", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["up", "preview", "destroy"])
     parser.add_argument("--project", type=Path, required=True, help="directory holding __main__.py")
@@ -77,6 +82,26 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.report.write_text(json.dumps(document, indent=2) + "\n")
     return 0 if report.ok else 1
+
+
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.executor export",
+        description="Write the state in `pulumi stack export` format (secrets stay encrypted).",
+    )
+    parser.add_argument("--state", type=Path, required=True, help="the executor's state file")
+    parser.add_argument("--file", type=Path, default=None, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    try:
+        if args.file is None:
+            write_export(args.state, sys.stdout)
+        else:
+            with open(args.file, "w") as out:
+                write_export(args.state, out)
+    except (OSError, ValueError) as exc:
+        print(f"cannot export {args.state}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
