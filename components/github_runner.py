@@ -12,6 +12,8 @@ from components.arch import ARCH_LABEL, Arch
 from components.remote import Machine, Script
 
 DEFAULT_LABELS = ("self-hosted", "linux")
+# How long retiring a runner waits for the job it is running before it fails (and changes nothing).
+RETIRE_TIMEOUT_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -57,18 +59,34 @@ def all_labels(labels: Sequence[str], arch: Arch) -> list[str]:
     return ["self-hosted", "Linux", ARCH_LABEL[arch], *custom_labels(labels, arch)]
 
 
+@dataclass(frozen=True)
+class ScriptAfter(Script):
+    """`first`, then (only if it succeeded) this script, in one command: the delete of a step
+    that must retire something before it removes it."""
+
+    first: Script | None = None
+
+    def text(self) -> str:
+        own = super().text()
+        return f"{self.first.text()} && {own}" if self.first else own
+
+
 class GitHubRunner(pulumi.ComponentResource):
     """A self-hosted runner registered to the stack's repository or organization.
 
     Children (each a remote command on the runner's host):
     - `{name}-install`: downloads the pinned actions/runner release, verifies its SHA-256 before
       extracting, upgrades in place when the version changes; delete removes the directory.
-    - `{name}-registration`: registers once with the GitHub credential from stdin (config.sh
-      --pat) and sets exactly the configured labels through the REST API; a label change is an
-      in-place update. Delete deregisters. Replaced delete-before-replace, so an old delete can
-      never remove a new registration of the same name.
+    - `{name}-registration`: registers once: root mints a one-hour registration token from the
+      GitHub credential on stdin and config.sh (as the runner user) gets only that token; root
+      sets exactly the configured labels through the REST API, so a label change is an in-place
+      update. Delete deregisters (REST, as root) and removes every configured-state file.
+      Replaced delete-before-replace, so an old delete can never remove a new registration.
     - `{name}-service`: installs and starts `actions.runner.<scope>.<name>.service` and waits for
-      the runner to report that it listens for jobs; delete stops and uninstalls it.
+      the runner to report that it listens for jobs. Its delete (the first of the runner's steps
+      to be deleted) retires the runner first: it deregisters it on GitHub the moment it is idle,
+      waiting for a running job up to RETIRE_TIMEOUT_SECONDS, then stops and uninstalls the
+      service. It carries the credential on stdin for that (and only root reads it).
     """
 
     TYPE = "fleet:actions:GitHubRunner"
@@ -177,7 +195,7 @@ class GitHubRunner(pulumi.ComponentResource):
                     "METRICS_CONF_CONTENT": conf_content,
                 },
             ),
-            delete=Script(
+            delete=ScriptAfter(
                 "runner-service.delete.sh",
                 {
                     "RUNNER_NAME": runner,
@@ -186,7 +204,19 @@ class GitHubRunner(pulumi.ComponentResource):
                     "UNIT": unit,
                     "METRICS_CONF": conf,
                 },
+                first=Script(
+                    "runner-service.retire.sh",
+                    {
+                        "HOST": machine.endpoint.address,
+                        "RUNNER_NAME": runner,
+                        "RUNNER_DIR": directory,
+                        "API_URL": scope.api_url,
+                        "SCOPE_PATH": scope.scope_path,
+                        "RETIRE_TIMEOUT": RETIRE_TIMEOUT_SECONDS,
+                    },
+                ),
             ),
+            stdin=scope.credential,
             triggers=[*identity, unit],
             depends_on=[self.registration],
             delete_before_replace=True,

@@ -107,6 +107,12 @@ def inner_script(command_text: str) -> str:
     return argv[argv.index("-c") + 1]
 
 
+def inner_scripts(command_text: str) -> list[str]:
+    """Every script a command text runs, in order (a retirement script runs before a delete)."""
+    argv = shlex.split(command_text)
+    return [argv[i + 1] for i, word in enumerate(argv) if word == "-c"]
+
+
 @dataclass
 class Registration:
     type: str

@@ -103,3 +103,40 @@ runner_reports_online() {
   last=$(grep -E 'Listening for Jobs|Runner reconnected|Running job:|completed with result|Runner connect error' "$log" | tail -n1)
   [[ -n "$last" && "$last" != *"Runner connect error"* ]]
 }
+
+# runner_configured DIR: 0 when the runner in DIR is configured and has credentials, as the runner
+# itself decides it: since v2.323.0 `.runner` or `.runner_migrated`, and `.credentials` or
+# `.credentials_migrated` (Runner.Common/ConfigurationStore.cs).
+runner_configured() {
+  [[ -f "$1/.runner" || -f "$1/.runner_migrated" ]] && [[ -f "$1/.credentials" || -f "$1/.credentials_migrated" ]]
+}
+
+# remove_runner_state DIR: deletes every configured-state file of actions/runner (either one of
+# the original and the migrated copy makes config.sh say "already configured"), as `config.sh
+# remove --local` does.
+remove_runner_state() {
+  local file
+  for file in .runner .runner_migrated .credentials .credentials_migrated .credentials_rsaparams; do
+    rm -f -- "${1:?}/$file"
+  done
+}
+
+# json_string JSON KEY: the first string value of KEY in a JSON text (GitHub's token answers).
+json_string() {
+  printf '%s' "$1" | tr -d '\n' | grep -o "\"$2\"[[:space:]]*:[[:space:]]*\"[^\"]*\"" | head -n1 |
+    sed -e 's/^[^:]*:[[:space:]]*"//' -e 's/"$//'
+}
+
+# github_fail WHAT: dies with what GitHub answered to WHAT (API_STATUS, API_BODY) and what to do.
+github_fail() {
+  local message
+  message=$(json_string "$API_BODY" message)
+  case "$API_STATUS" in
+    401 | 403)
+      die "$RUNNER_NAME: GitHub refused the stack's credential ($API_STATUS ${message:-no message}) while $1." \
+        "Restore a valid one: pulumi config set --secret runner-fleet:githubToken, then pulumi up" \
+        "(a destroy or retirement uses the credential stored by the last successful up), then run again" ;;
+    000) die "$RUNNER_NAME: GitHub's API at $API_URL did not answer while $1; check the network and run again" ;;
+    *) die "$RUNNER_NAME: GitHub answered $API_STATUS (${message:-$API_BODY}) while $1" ;;
+  esac
+}

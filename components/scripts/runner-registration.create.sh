@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Registers the runner with GitHub (once) and converges its labels to exactly the configured set.
-# The credential (a PAT or fine-grained token) comes on stdin; config.sh gets it through
-# ACTIONS_RUNNER_INPUT_PAT and mints its own short-lived registration token, so this works the
-# same on the first deploy and on a relabel months later. Labels change in place through the
-# REST API: no re-registration, no second runner, no window where the old one is deleted.
+# The GitHub credential comes on stdin and stays with root: root mints a one-hour registration
+# token from it through the REST API (curl reads the Authorization header from a file descriptor)
+# and config.sh, which runs as the runner user, gets only that token (ACTIONS_RUNNER_INPUT_TOKEN).
+# The token can register a runner in this scope and nothing else, and expires within the hour;
+# the credential itself is never in a process the runner user (or a job) can read. config.sh
+# follows whichever registration flow GitHub answers with (runner service, or runner admin).
+# Labels change in place through the REST API, as root: no re-registration, no second runner.
 # Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER REGISTRATION_URL API_URL SCOPE_PATH
 #         CUSTOM_LABELS (comma-separated) RUNNER_GROUP (may be empty) DISABLE_UPDATE UNIT_DIR
 set -euo pipefail
@@ -14,16 +17,19 @@ read_secret
 
 runner_file="$RUNNER_DIR/.runner"
 registered=false
-if [[ -f "$runner_file" && -f "$RUNNER_DIR/.credentials" ]]; then
-  id=$(runner_field "$runner_file" agentId)
-  name=$(runner_field "$runner_file" agentName)
-  url=$(runner_field "$runner_file" gitHubUrl)
+if runner_configured "$RUNNER_DIR"; then
+  # The runner reads .runner_migrated first when it exists (Runner.cs): so does this check.
+  state=$runner_file
+  [[ -f "$RUNNER_DIR/.runner_migrated" ]] && state="$RUNNER_DIR/.runner_migrated"
+  id=$(runner_field "$state" agentId)
+  name=$(runner_field "$state" agentName)
+  url=$(runner_field "$state" gitHubUrl)
   if [[ "$name" == "$RUNNER_NAME" && "${url%/}" == "$REGISTRATION_URL" && -n "$id" ]]; then
     github_api GET "$SCOPE_PATH/actions/runners/$id"
     case "$API_STATUS" in
       200) registered=true ;;
       404) say "$RUNNER_NAME: registration $id no longer exists on GitHub; registering again" ;;
-      *) die "$RUNNER_NAME: GitHub answered $API_STATUS for runner $id: $API_BODY" ;;
+      *) github_fail "checking runner $id" ;;
     esac
   else
     say "$RUNNER_NAME: local registration is for '$name' at '$url'; registering again"
@@ -36,17 +42,30 @@ if [[ "$registered" != true ]]; then
   if [[ -n "$unit" ]] && systemctl is-active --quiet "$unit"; then
     timeout 330 systemctl stop "$unit"
   fi
-  # Stale local state (a half-finished earlier run, or a registration GitHub dropped).
-  rm -f -- "$runner_file" "$RUNNER_DIR/.credentials" "$RUNNER_DIR/.credentials_rsaparams"
+  # Stale local state (a half-finished earlier run, or a registration GitHub dropped): every
+  # file that makes config.sh say "already configured" (ConfigurationStore.cs, v2.323.0 on).
+  remove_runner_state "$RUNNER_DIR"
+  github_api POST "$SCOPE_PATH/actions/runners/registration-token"
+  [[ "$API_STATUS" == 201 ]] || github_fail "minting a registration token"
+  token=$(json_string "$API_BODY" token)
+  [[ -n "$token" ]] || die "$RUNNER_NAME: GitHub's registration-token answer has no token"
   args=(--unattended --replace --url "$REGISTRATION_URL" --name "$RUNNER_NAME" --work _work)
   [[ -n "$CUSTOM_LABELS" ]] && args+=(--labels "$CUSTOM_LABELS")
   [[ -n "$RUNNER_GROUP" ]] && args+=(--runnergroup "$RUNNER_GROUP")
   [[ "$DISABLE_UPDATE" == true ]] && args+=(--disableupdate)
   say "$RUNNER_NAME: registering at $REGISTRATION_URL"
-  (cd "$RUNNER_DIR" && ACTIONS_RUNNER_INPUT_PAT="$GITHUB_TOKEN" timeout 300 \
+  # Only the one-hour registration token reaches the runner user's processes; GITHUB_TOKEN is a
+  # shell variable, never exported, so no child of this script has it in its environment.
+  (cd "$RUNNER_DIR" && ACTIONS_RUNNER_INPUT_TOKEN="$token" timeout 300 \
     runuser -u "$RUNNER_USER" -- ./config.sh "${args[@]}") </dev/null
+  unset token
   id=$(runner_field "$runner_file" agentId)
   [[ -n "$id" ]] || die "$RUNNER_NAME: config.sh finished but $runner_file has no agentId"
+  # The runner's own credential (.credentials_rsaparams is its private key) is for the runner
+  # user alone; config.sh leaves .runner and .credentials readable by everyone.
+  for file in .runner .credentials .credentials_rsaparams; do
+    [[ -f "$RUNNER_DIR/$file" ]] && chmod 0600 "$RUNNER_DIR/$file"
+  done
   # An installed service runs the new registration (it may have stopped when GitHub dropped
   # the old one); on a first deploy the service step installs and starts it.
   if [[ -n "$unit" && -f "$UNIT_DIR/$unit" ]]; then
@@ -60,5 +79,5 @@ if [[ -n "$CUSTOM_LABELS" ]]; then
 else
   github_api DELETE "$SCOPE_PATH/actions/runners/$id/labels"
 fi
-[[ "$API_STATUS" == 200 ]] || die "$RUNNER_NAME: setting labels failed ($API_STATUS): $API_BODY"
+[[ "$API_STATUS" == 200 ]] || github_fail "setting the labels of runner $id"
 say "$RUNNER_NAME: registered as runner $id with custom labels [${CUSTOM_LABELS}]"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Removes the runner's registration from GitHub and its local registration files.
-# Uses the REST API with the credential from stdin, retrying while GitHub reports the runner busy.
+# Removes the runner's registration from GitHub and every configured-state file of the runner.
+# Root calls the REST API with the credential from stdin (the same DELETE `config.sh remove` makes
+# in the runner-admin flow), so no token reaches the runner user; this works for either flow.
+# A busy runner is waited for (GitHub refuses to delete it); the service step's delete has already
+# waited for its job and deregistered it in the usual order, so this is the fallback.
 # Idempotent: a runner GitHub no longer knows counts as removed.
 # Inputs: RUNNER_NAME RUNNER_DIR API_URL SCOPE_PATH
 set -euo pipefail
@@ -8,12 +11,13 @@ set -euo pipefail
 # @include lib.sh
 read_secret
 
-runner_file="$RUNNER_DIR/.runner"
 id=""
-[[ -f "$runner_file" ]] && id=$(runner_field "$runner_file" agentId)
+for state in "$RUNNER_DIR/.runner_migrated" "$RUNNER_DIR/.runner"; do
+  [[ -z "$id" && -f "$state" ]] && id=$(runner_field "$state" agentId)
+done
 if [[ -z "$id" ]]; then
   github_api GET "$SCOPE_PATH/actions/runners?name=$RUNNER_NAME&per_page=100"
-  [[ "$API_STATUS" == 200 ]] || die "$RUNNER_NAME: listing runners failed ($API_STATUS): $API_BODY"
+  [[ "$API_STATUS" == 200 ]] || github_fail "listing runners named $RUNNER_NAME"
   id=$(printf '%s' "$API_BODY" | tr -d '\n' |
     sed -n 's/.*"runners"[[:space:]]*:[[:space:]]*\[[[:space:]]*{[[:space:]]*"id"[[:space:]]*:[[:space:]]*\([0-9]*\).*/\1/p')
 fi
@@ -24,12 +28,13 @@ if [[ -n "$id" ]]; then
     case "$API_STATUS" in
       204 | 404) break ;;
       422) say "$RUNNER_NAME: runner $id is busy; retrying ($attempt/60)"; sleep 5 ;;
-      *) die "$RUNNER_NAME: removing runner $id failed ($API_STATUS): $API_BODY" ;;
+      *) github_fail "removing runner $id" ;;
     esac
   done
-  [[ "$API_STATUS" == 204 || "$API_STATUS" == 404 ]] || die "$RUNNER_NAME: runner $id stayed busy for 5 minutes"
+  [[ "$API_STATUS" == 204 || "$API_STATUS" == 404 ]] ||
+    die "$RUNNER_NAME: runner $id stayed busy for 5 minutes; nothing was removed. Let its job finish, then run again"
   say "$RUNNER_NAME: runner $id removed from GitHub"
 else
   say "$RUNNER_NAME: no registration found on GitHub"
 fi
-rm -f -- "$runner_file" "$RUNNER_DIR/.credentials" "$RUNNER_DIR/.credentials_rsaparams"
+remove_runner_state "$RUNNER_DIR"

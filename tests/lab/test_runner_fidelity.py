@@ -139,11 +139,6 @@ def registration_inputs(double: GitHubDouble, runner_dir: Path, name: str, unit_
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner-registration.create.sh removes only .runner/.credentials/.credentials_rsaparams before "
-    "config.sh; since v2.323.0 .runner_migrated counts as configured (ConfigurationStore.cs)",
-)
 def test_reregistration_after_github_dropped_a_migrated_runner(
     double: GitHubDouble, runner_dir: Path, tmp_path: Path
 ) -> None:
@@ -157,11 +152,6 @@ def test_reregistration_after_github_dropped_a_migrated_runner(
     assert [r["name"] for r in double.state()["runners"]] == ["fid-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner-registration.delete.sh's last line leaves .runner_migrated/.credentials_migrated behind; "
-    "the next config.sh on that directory refuses ('already configured')",
-)
 def test_deregistration_leaves_no_configured_state(double: GitHubDouble, runner_dir: Path) -> None:
     configure(double, runner_dir, "fid-2")
     migrate(runner_dir)
