@@ -94,3 +94,10 @@ def target_file(stack: str) -> str:
 def targets_glob(targets_dir: str) -> str:
     """What the shared scrape job reads: every stack's target file in the directory."""
     return f"{targets_dir}/*.json"
+
+
+def rules_file(config_path: str, job_name: str) -> str:
+    """runner-fleet's alert rules for the job, beside prometheus.yml; one file for every stack the
+    job scrapes (per-stack copies would record runner_fleet:runner_healthy twice)."""
+    directory = config_path.rsplit("/", 1)[0] or "/"
+    return f"{directory.rstrip('/')}/runner-fleet-{job_name}.rules.yml"

@@ -1,5 +1,5 @@
 """PrometheusTargets: the stack's file_sd target file on the monitoring host, and the scrape job
-that reads every stack's target files."""
+and alert rules shared by every stack the job scrapes."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class PrometheusTargetsArgs:
     service: str
     promtool: str
     targets: tuple[ScrapeTarget, ...]
+    rules: str  # the alert rules file's text, selecting the series of `job_name`
 
 
 def targets_json(stack: str, targets: Sequence[ScrapeTarget]) -> str:
@@ -74,11 +75,16 @@ class PrometheusTargets(pulumi.ComponentResource):
     """What the stack puts on the monitoring host.
 
     Children:
-    - `{name}-scrape-job`: ensures (or, with manageConfig false, only checks) that
-      prometheus.yml has the job reading `<targetsDir>/*.json`; promtool-validated, atomic,
-      reload only after validation. The job is shared by all stacks and never deleted.
+    - `{name}-scrape-job`: converges (or, with manageConfig false, only checks) prometheus.yml
+      to have the job reading `<targetsDir>/*.json` with the configured settings and the alert
+      rules file under rule_files, and writes the rules file; promtool-validated, atomic, reload
+      only after validation and confirmed. Shared by every stack the job scrapes: its delete
+      takes the rules out (entry and file) only when no other stack's target file is left;
+      the job stays.
     - `{name}-target-file`: `<targetsDir>/runner-fleet-<stack>.json`, promtool-validated and
-      renamed into place; waits until Prometheus lists every target. Delete removes only it.
+      renamed into place; checks that Prometheus lists every target and reports which are up.
+      It depends on the job only, never on the hosts' exporters: a host that is down must not
+      keep the others unmonitored. Delete removes only it.
     """
 
     TYPE = "fleet:monitoring:PrometheusTargets"
@@ -89,12 +95,12 @@ class PrometheusTargets(pulumi.ComponentResource):
         args: PrometheusTargetsArgs,
         *,
         machine: Machine,
-        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         prom_url = f"http://127.0.0.1:{args.port}"
         glob = layout.targets_glob(args.targets_dir)
+        rules_file = layout.rules_file(args.config_path, args.job_name)
         self.scrape_job = machine.command(
             f"{name}-scrape-job",
             parent=self,
@@ -106,6 +112,22 @@ class PrometheusTargets(pulumi.ComponentResource):
                     "TARGETS_GLOB": glob,
                     "JOB_NAME": args.job_name,
                     "JOB_BLOCK": job_block(args.job_name, args.targets_dir, args.scrape_interval),
+                    "MANAGE_CONFIG": args.manage_config,
+                    "SERVICE": args.service,
+                    "PROMTOOL": args.promtool,
+                    "PROM_URL": prom_url,
+                    "LOCK_FILE": layout.PROMETHEUS_LOCK,
+                    "RULES_FILE": rules_file,
+                    "RULES": args.rules.rstrip("\n"),
+                },
+            ),
+            delete=Script(
+                "prometheus-scrape-job.delete.sh",
+                {
+                    "TARGETS_DIR": args.targets_dir,
+                    "JOB_NAME": args.job_name,
+                    "RULES_FILE": rules_file,
+                    "CONFIG_PATH": args.config_path,
                     "MANAGE_CONFIG": args.manage_config,
                     "SERVICE": args.service,
                     "PROMTOOL": args.promtool,
@@ -132,6 +154,8 @@ class PrometheusTargets(pulumi.ComponentResource):
                     "JOB_NAME": args.job_name,
                     "EXPECT": " ".join(sorted(t.address for t in args.targets)),
                     "LOCK_FILE": layout.PROMETHEUS_LOCK,
+                    "SERVICE": args.service,
+                    "CONFIG_PATH": args.config_path,
                 },
             ),
             delete=Script(
@@ -144,7 +168,8 @@ class PrometheusTargets(pulumi.ComponentResource):
                 },
             ),
             triggers=[f"{args.targets_dir}/{target_file}"],
-            depends_on=[self.scrape_job, *depends_on],
+            depends_on=[self.scrape_job],
         )
         self.path = f"{args.targets_dir}/{target_file}"
-        self.register_outputs({"targetFile": self.path, "job": args.job_name})
+        self.rules_file = rules_file
+        self.register_outputs({"targetFile": self.path, "job": args.job_name, "rulesFile": rules_file})

@@ -8,6 +8,7 @@ args and the `Machine` each component reaches its host through. Components never
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 
@@ -18,6 +19,15 @@ from components.prometheus_targets import PrometheusTargets, PrometheusTargetsAr
 from components.remote import Endpoint, Machine
 from components.runner_host import RunnerHost, RunnerHostArgs
 from fleet.config import FleetConfig, HostSpec, PrometheusSpec
+
+# The alert rules the program deploys (README "Alerts"), written for the default job name.
+RULES_PATH = Path(__file__).resolve().parent.parent / "monitoring" / "runner-fleet-alerts.yml"
+DEFAULT_JOB = "github-runner-health"
+
+
+def alert_rules(job_name: str) -> str:
+    """The rules file for the job the stack configures (prometheus.jobName)."""
+    return RULES_PATH.read_text().replace(DEFAULT_JOB, job_name)
 
 
 @dataclass
@@ -110,6 +120,7 @@ def prometheus_args(fleet: FleetConfig, targets: tuple[ScrapeTarget, ...]) -> Pr
         service=prom.service,
         promtool=prom.promtool,
         targets=targets,
+        rules=alert_rules(prom.job_name),
     )
 
 
@@ -137,7 +148,6 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
         "prometheus",
         prometheus_args(fleet, targets),
         machine=machine(fleet, fleet.prometheus),
-        depends_on=[h.exporter.runner_metrics for h in hosts],
     )
     return Fleet(scope=scope, hosts=hosts, prometheus=prometheus)
 
@@ -154,3 +164,4 @@ def export_outputs(fleet: FleetConfig, built: Fleet) -> None:
     pulumi.export("exporters", {spec.name: h.exporter.url for h, spec in zip(built.hosts, fleet.hosts, strict=True)})
     pulumi.export("prometheusTargetFile", built.prometheus.path)
     pulumi.export("scrapeJob", fleet.prometheus.job_name)
+    pulumi.export("alertRulesFile", built.prometheus.rules_file)

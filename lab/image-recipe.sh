@@ -18,7 +18,7 @@ MIRROR=http://deb.debian.org/debian
 PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,sudo,curl,ca-certificates,iproute2,procps,iputils-ping,libicu72
 # Recommends stay out: prometheus recommends prometheus-node-exporter, which the program under
 # test installs itself.
-MONITORING_PACKAGES=(prometheus)
+MONITORING_PACKAGES=(prometheus prometheus-alertmanager)
 
 in_root() {
     local root=$1

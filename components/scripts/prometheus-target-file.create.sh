@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Publishes this stack's file_sd target file. The candidate is validated with promtool first and
 # renamed into place atomically (file_sd picks it up without a reload); a rejected file leaves
-# the previous one untouched. Then waits until Prometheus lists every target in the job.
+# the previous one untouched. The file lists every configured host whether its exporter is up or
+# not (a host that is down shows as a down target, which RunnerHostUnreachable reports), so this
+# step never waits on a host. Then it checks that Prometheus can use it: running (else "not
+# running"; the file is read when it starts), prometheus.yml still accepted by promtool, and every
+# target listed in the job within 90 s (else the job does not read the file). Whether each target
+# is up is reported, never waited for.
 # Inputs: STACK TARGETS_DIR TARGETS_GLOB TARGET_FILE TARGETS_JSON PROMTOOL PROM_URL JOB_NAME EXPECT
-#         LOCK_FILE
+#         LOCK_FILE SERVICE CONFIG_PATH
 set -euo pipefail
 : "${STACK:?}" "${TARGETS_DIR:?}" "${TARGETS_GLOB:?}" "${TARGET_FILE:?}" "${TARGETS_JSON:?}" "${PROMTOOL:?}"
-: "${PROM_URL:?}" "${JOB_NAME:?}" "${EXPECT:?}" "${LOCK_FILE:?}"
+: "${PROM_URL:?}" "${JOB_NAME:?}" "${EXPECT:?}" "${LOCK_FILE:?}" "${SERVICE:?}" "${CONFIG_PATH:?}"
 # @include lib.sh
 
 lock_monitoring_host "$LOCK_FILE"
@@ -32,19 +37,45 @@ $check"
   say "wrote $final"
 fi
 
-# Sets `missing` to the expected targets Prometheus does not list yet.
-all_scraped() {
-  local targets target
-  targets=$(curl -fsS --max-time 5 "$PROM_URL/api/v1/targets?state=active" 2>/dev/null | tr -d ' \n' || true)
+if ! systemctl is-active --quiet "$SERVICE"; then
+  die "Prometheus is not running on the monitoring host ($SERVICE is $(systemctl is-active "$SERVICE" 2>/dev/null || true)); $final is in place and is read when it starts: start it (systemctl start $SERVICE; journalctl -u $SERVICE says why it stopped) and re-run"
+fi
+if ! check=$("$PROMTOOL" check config "$CONFIG_PATH" 2>&1); then
+  die "$final is in place and Prometheus serves it, but promtool rejects $CONFIG_PATH as it is on the host (changed by hand?): Prometheus would not reload or restart with it. Fix it, then re-run:
+$check"
+fi
+
+targets=""
+# Sets `missing` to the expected targets Prometheus does not list yet (`targets`: one line per
+# active target of the job, as Prometheus's JSON has it).
+all_listed() {
+  local target
+  targets=$(curl -fsS --max-time 5 "$PROM_URL/api/v1/targets?state=active" 2>/dev/null | tr -d '\n' |
+    sed 's/},{"discoveredLabels"/}\n{"discoveredLabels"/g' | grep -F "\"scrapePool\":\"$JOB_NAME\"" || true)
   missing=""
   for target in $EXPECT; do
-    [[ "$targets" == *"\"scrapePool\":\"$JOB_NAME\""* && "$targets" == *"\"scrapeUrl\":\"http://$target/metrics\""* ]] ||
-      missing="$missing $target"
+    [[ "$targets" == *"\"scrapeUrl\":\"http://$target/metrics\""* ]] || missing="$missing $target"
   done
   [[ -z "$missing" ]]
 }
-if wait_for 90 all_scraped; then
-  say "Prometheus job '$JOB_NAME' scrapes:$(printf ' %s' $EXPECT)"
-  exit 0
+wait_for 90 all_listed || die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_GLOB?"
+
+# health TARGET: up, down or unknown (not scraped yet), with Prometheus's last error if any.
+health() {
+  local line state error
+  line=$(grep -F "\"scrapeUrl\":\"http://$1/metrics\"" <<<"$targets" | head -n 1)
+  state=$(sed -n 's/.*"health":"\([a-z]*\)".*/\1/p' <<<"$line")
+  error=$(sed -n 's/.*"lastError":"\([^"]*\)".*/\1/p' <<<"$line")
+  printf '%s%s' "${state:-unknown}" "${error:+ ($error)}"
+}
+up=()
+not_up=()
+for target in $EXPECT; do
+  state=$(health "$target")
+  if [[ "$state" == up ]]; then up+=("$target"); else not_up+=("$target: $state"); fi
+done
+say "Prometheus job '$JOB_NAME' lists every target of stack $STACK; up: ${up[*]:-none}"
+if ((${#not_up[@]} > 0)); then
+  say "not up yet (an exporter being installed, or a host that is down; RunnerHostUnreachable fires if it stays so):"
+  printf '  %s\n' "${not_up[@]}"
 fi
-die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_GLOB?"

@@ -150,6 +150,7 @@ def test_prometheus_targets_builds_alone_and_waits_for_every_target():
             ScrapeTarget("10.0.0.8:9200", "b", "secondary", ("rb",)),
             ScrapeTarget("10.0.0.7:9200", "a", "primary", ("ra",)),
         ),
+        rules="groups: []\n",
     )
     run = run_under_mocks(lambda: PrometheusTargets("prometheus", args, machine=machine("10.0.0.2")))
     assert sorted(r.name for r in run.commands()) == ["prometheus-scrape-job", "prometheus-target-file"]
@@ -160,6 +161,7 @@ def test_prometheus_targets_builds_alone_and_waits_for_every_target():
     job = unwrap(run.by_name("prometheus-scrape-job").inputs)["create"]
     assert "MANAGE_CONFIG=false\n" in job and "PROM_URL=http://127.0.0.1:9091\n" in job
     assert "- job_name: fleet\n  scrape_interval: 30s\n" in job
+    assert "RULES_FILE=/etc/prometheus/runner-fleet-fleet.rules.yml\n" in job
 
 
 def test_github_scope_alone_checks_an_organization_and_creates_its_groups():

@@ -63,8 +63,8 @@ EXPECTED = {
     ],
 }
 
-# Commands that leave nothing behind on the host (read-only checks, or shared and kept on purpose).
-NO_DELETE = {"-preflight", "prometheus-scrape-job"}
+# Commands that leave nothing behind on the host (read-only checks).
+NO_DELETE = {"-preflight"}
 
 
 def _parent_name(urn: str) -> str:
@@ -121,8 +121,8 @@ def test_dependencies_order_each_runner(stack_run):
             assert urn[f"{runner}-registration"] in run.by_name(f"{runner}-service").dependencies
     target = run.by_name("prometheus-target-file")
     assert urn["prometheus-scrape-job"] in target.dependencies
-    for host in [r.name for r in run.resources if r.type == "fleet:machines:RunnerHost"]:
-        assert urn[f"{host}-exporter-runner-metrics"] in target.dependencies
+    # The target file waits for the job only: a host that is down must not leave the others unmonitored.
+    assert target.dependencies == [urn["prometheus-scrape-job"]]
 
 
 def test_token_changes_between_runs_change_no_input(stack_run):
@@ -171,12 +171,10 @@ def test_sentinel_secrets_never_leave_secret_channels(stack_run):
     assert SENTINEL_KEY.strip() not in exported
 
 
-def test_only_registrations_and_runner_services_receive_the_github_credential(stack_run):
-    """The service step's delete retires the runner on GitHub before it stops the service."""
+def test_only_registrations_receive_the_github_credential(stack_run):
     _, run = stack_run
     with_stdin = sorted(c.name for c in run.commands() if "stdin" in c.inputs)
-    assert with_stdin == sorted(c.name for c in run.commands() if c.name.endswith(("-registration", "-service")))
-    assert any(c.name.endswith("-service") for c in run.commands())
+    assert with_stdin == sorted(c.name for c in run.commands() if c.name.endswith("-registration"))
 
 
 def test_stack_outputs_name_every_runner_exporter_url_target_file_and_job(stack_run):

@@ -19,11 +19,11 @@ import pytest
 from components import layout, shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
-from tests.conftest import IN_CI, completed_stack_config, inner_scripts, needs, run_program, unwrap
+from tests.conftest import IN_CI, completed_stack_config, inner_script, needs, run_program, unwrap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
-SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete|retire)\.sh$")
+SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete)\.sh$")
 needs_shellcheck = needs("shellcheck")
 needs_promtool = needs("promtool")
 
@@ -73,25 +73,23 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
             for field in ("create", "delete"):
                 if field not in inputs:
                     continue
-                for script in inner_scripts(inputs[field]):
-                    name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
-                    header = script.split(shell.END_OF_INPUTS, 1)[0]
-                    assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
-                    uses.setdefault(name, []).append((f"{command.name}.{field}", assigned))
+                script = inner_script(inputs[field])
+                name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
+                header = script.split(shell.END_OF_INPUTS, 1)[0]
+                assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
+                uses.setdefault(name, []).append((f"{command.name}.{field}", assigned))
     return uses
 
 
 def test_script_files_are_named_after_their_resource_and_operation():
     """`<kind>-<child>.<create|delete>.sh`: the script of child `<name>-<child>` of a host,
-    exporter, runner or the Prometheus component; each is run by a command of that name.
-    `<kind>-<child>.retire.sh` runs first in that child's delete."""
+    exporter, runner or the Prometheus component; each is run by a command of that name."""
     uses = _passed_inputs()
     assert sorted(uses) == [s for s in SCRIPTS if s != "lib.sh"], "a script no command runs, or a missing one"
     for name, resources in uses.items():
         assert SCRIPT_NAME_RE.match(name), name
         child, operation = name.removesuffix(".sh").rsplit(".", 1)
         child = child.split("-", 1)[1]
-        operation = "delete" if operation == "retire" else operation  # runs first in the delete
         for resource, _ in resources:
             assert resource.endswith(f"-{child}.{operation}"), (name, resource)
 
@@ -221,162 +219,6 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
     path = bin_dir / name
     path.write_text("#!/bin/bash\n" + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
-@pytest.fixture
-def prometheus_host(tmp_path):
-    """A fake monitoring host: real promtool, stub systemctl/curl that emulate a reload."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "reloads").write_text("0")
-    _stub(
-        bin_dir,
-        "systemctl",
-        f'echo "$*" >>{state}/systemctl.log\n'
-        f'if [ "$1" = reload ]; then n=$(cat {state}/reloads); echo $((n + 1)) >{state}/reloads; fi\n',
-    )
-    _stub(
-        bin_dir,
-        "curl",
-        "for a; do url=$a; done\n"
-        'case "$url" in\n'
-        f'  */metrics) echo "prometheus_config_last_reload_successful 1";'
-        f' echo "prometheus_config_last_reload_success_timestamp_seconds $(cat {state}/reloads)" ;;\n'
-        f"  */api/v1/targets*) cat {state}/targets.json 2>/dev/null ;;\n"
-        f"  */api/v1/status/config) cat {state}/running-config 2>/dev/null ;;\n"
-        "esac\n",
-    )
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return tmp_path, state, env
-
-
-def _run_job_script(tmp_path: Path, env: dict, config: Path, manage: bool = True) -> subprocess.CompletedProcess:
-    variables = {
-        "CONFIG_PATH": str(config),
-        "TARGETS_DIR": str(tmp_path / "targets"),
-        "TARGETS_GLOB": f"{tmp_path / 'targets'}/*.json",
-        "JOB_NAME": "github-runner-health",
-        "JOB_BLOCK": job_block("github-runner-health", str(tmp_path / "targets"), "15s"),
-        "MANAGE_CONFIG": manage,
-        "SERVICE": "prometheus",
-        "PROMTOOL": "promtool",
-        "PROM_URL": "http://127.0.0.1:9090",
-        "LOCK_FILE": str(tmp_path / "prometheus.lock"),
-    }
-    return subprocess.run(
-        ["bash", "-c", shell.render("prometheus-scrape-job.create.sh", variables)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-
-
-@needs_promtool
-@pytest.mark.parametrize("fixture", ["fixture", "debian-default"])
-def test_job_is_inserted_without_disturbing_the_rest(prometheus_host, fixture):
-    tmp_path, state, env = prometheus_host
-    source = FIXTURES / "prometheus.yml" if fixture == "fixture" else Path("/etc/prometheus/prometheus.yml")
-    if not source.exists() and not IN_CI:
-        pytest.skip("Debian's prometheus.yml is not installed")
-    config = tmp_path / "prometheus.yml"
-    shutil.copy(source, config)
-    original = config.read_text().splitlines()
-
-    result = _run_job_script(tmp_path, env, config)
-    assert result.returncode == 0, result.stderr
-    new = config.read_text().splitlines()
-    # Only additions: every original line is still there, in order.
-    it = iter(new)
-    assert all(line in it for line in original)
-    added = [line for line in new if line not in original]
-    assert any("- job_name: github-runner-health" in line for line in added)
-    assert (state / "reloads").read_text().strip() == "1"
-    check = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
-
-    (state / "running-config").write_text('{"data":{"yaml":"scrape_configs:\\n- job_name: github-runner-health\\n"}}')
-    again = _run_job_script(tmp_path, env, config)
-    assert again.returncode == 0 and "present" in again.stdout
-    assert config.read_text().splitlines() == new
-    assert (state / "reloads").read_text().strip() == "1"  # no second reload
-
-    # A run killed after moving the file into place but before the reload: the next run notices
-    # that the running Prometheus lacks the job and reloads.
-    (state / "running-config").write_text('{"data":{"yaml":"scrape_configs:\\n- job_name: node\\n"}}')
-    healed = _run_job_script(tmp_path, env, config)
-    assert healed.returncode == 0 and "reloaded to pick it up" in healed.stdout
-    assert (state / "reloads").read_text().strip() == "2"
-    assert config.read_text().splitlines() == new
-
-
-@needs_promtool
-def test_rejected_config_leaves_everything_untouched(prometheus_host):
-    tmp_path, state, env = prometheus_host
-    config = tmp_path / "prometheus.yml"
-    config.write_text("scrape_configs:\n  - job_name: broken\n    scrape_interval: notaduration\n")
-    before = config.read_text()
-    result = _run_job_script(tmp_path, env, config)
-    assert result.returncode == 1
-    assert "promtool rejected the configuration" in result.stderr
-    assert "notaduration" in result.stderr  # promtool's own message reaches the user
-    assert config.read_text() == before
-    assert (state / "reloads").read_text().strip() == "0"
-    assert not list(tmp_path.glob(".prometheus.yml*"))
-
-
-def test_unmanaged_config_is_only_checked(prometheus_host):
-    tmp_path, state, env = prometheus_host
-    config = tmp_path / "prometheus.yml"
-    shutil.copy(FIXTURES / "prometheus.yml", config)
-    before = config.read_text()
-    result = _run_job_script(tmp_path, env, config, manage=False)
-    assert result.returncode == 1
-    assert "missing from" in result.stderr and "- job_name: github-runner-health" in result.stderr
-    assert config.read_text() == before
-
-
-@needs_promtool
-def test_target_file_script_validates_then_publishes(prometheus_host):
-    tmp_path, state, env = prometheus_host
-    targets_dir = tmp_path / "targets"
-    content = targets_json("staging", [ScrapeTarget("10.0.0.5:9103", "h", "primary", ("r",))])
-    (state / "targets.json").write_text(
-        json.dumps(
-            {
-                "data": {
-                    "activeTargets": [
-                        {"scrapePool": "github-runner-health", "scrapeUrl": "http://10.0.0.5:9103/metrics"}
-                    ]
-                }
-            }
-        )
-    )
-    variables = {
-        "STACK": "staging",
-        "TARGETS_DIR": str(targets_dir),
-        "TARGETS_GLOB": f"{targets_dir}/*.json",
-        "LOCK_FILE": str(tmp_path / "prometheus.lock"),
-        "TARGET_FILE": "runner-fleet-staging.json",
-        "TARGETS_JSON": content,
-        "PROMTOOL": "promtool",
-        "PROM_URL": "http://127.0.0.1:9090",
-        "JOB_NAME": "github-runner-health",
-        "EXPECT": "10.0.0.5:9103",
-    }
-    script = shell.render("prometheus-target-file.create.sh", variables)
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 0, result.stderr
-    assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
-    assert sorted(p.name for p in targets_dir.iterdir()) == ["runner-fleet-staging.json"]
-
-    bad = shell.render("prometheus-target-file.create.sh", {**variables, "TARGETS_JSON": '[{"targets": "not-a-list"}]'})
-    result = subprocess.run(["bash", "-c", bad], capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 1 and "promtool rejected the target file" in result.stderr
-    assert json.loads((targets_dir / "runner-fleet-staging.json").read_text()) == json.loads(content)
-    assert sorted(p.name for p in targets_dir.iterdir()) == ["runner-fleet-staging.json"]
 
 
 @needs_promtool
