@@ -22,6 +22,7 @@ key is not the pinned one is refused, never trusted on first use.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -340,6 +341,13 @@ class Difference:
     object: str
     expected: str
     found: str
+    resource: str = ""  # URN of the command that put it there
+
+
+def _owns(check: Check, obj: str) -> bool:
+    if isinstance(check, ReleaseCheck):
+        return obj.startswith(f"{check.what} file {check.root}/") or obj == f"{check.what} release {check.root}"
+    return obj == _object(check)
 
 
 @dataclass(frozen=True)
@@ -705,12 +713,13 @@ def verify(
             "(address, sshPort or sshUser changed since the last deploy? run `pulumi up` first)"
         )
     releases: dict[tuple[str, str, int, tuple[str, ...]], dict[str, str] | str] = {}
-    registrations: list[tuple[str, RegistrationCheck]] = []
+    registrations: list[tuple[str, str, RegistrationCheck]] = []
     for identity, commands in by_host.items():
         endpoint = endpoints[identity]
         report.hosts.append(endpoint.name)
-        checks = [c for d in commands for c in host_checks(d)]
-        registrations += [(endpoint.name, r) for d in commands if (r := registration_check(d, endpoint.arch))]
+        owned = [(d.urn, c) for d in commands for c in host_checks(d)]
+        checks = [c for _, c in owned]
+        registrations += [(endpoint.name, d.urn, r) for d in commands if (r := registration_check(d, endpoint.arch))]
         trees: dict[int, dict[str, str]] = {}
         for i, check in enumerate(checks):
             if not isinstance(check, ReleaseCheck):
@@ -738,12 +747,15 @@ def verify(
             report.unchecked.append(Unchecked(endpoint.name, "host", str(e)))
             continue
         diffs, unchecked, n = compare(endpoint.name, checks, trees, parse_probe(output))
+        diffs = [
+            dataclasses.replace(d, resource=next((urn for urn, c in owned if _owns(c, d.object)), "")) for d in diffs
+        ]
         report.differences += diffs
         report.unchecked += unchecked
         report.checked += n
     if runners is not None:
         scopes: dict[tuple[str, str], list[Runner] | str] = {}
-        for host, reg in registrations:
+        for host, urn, reg in registrations:
             scope_key = (reg.api_url, reg.scope_path)
             if scope_key not in scopes:
                 progress(f"reading the runners of {reg.scope_path} on {reg.api_url}")
@@ -758,7 +770,7 @@ def verify(
                 )
                 continue
             match = next((r for r in found if r.name.lower() == reg.name.lower()), None)
-            report.differences += compare_registration(host, reg, match)
+            report.differences += [dataclasses.replace(d, resource=urn) for d in compare_registration(host, reg, match)]
             report.checked += 1
     return report
 
@@ -788,6 +800,8 @@ def render_text(report: Report) -> Iterable[str]:
         yield f"DRIFT  {d.host}  {d.object}"
         yield f"         expected: {d.expected}"
         yield f"         found:    {d.found}"
+        if d.resource:
+            yield f"         deployed by: {d.resource}"
     for u in report.unchecked:
         yield f"UNCHECKED  {u.host}  {u.object}: {u.reason}"
 

@@ -327,6 +327,7 @@ def test_replaced_runner_binary_is_reported(world):
         handle.write(b"\0")
     d = only(run(world))
     assert (d.host, d.object) == (PRIMARY, f"runner {PRIMARY} file {listener}")
+    assert d.resource.endswith(f"::{PRIMARY}-install")
     assert d.expected == f"sha256 {expected}"
     assert d.found == f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}"
 
@@ -362,6 +363,7 @@ def test_labels_and_status_on_github_are_reported(world):
     fleet.runners[scope] = [secondary]
     d = only(run(world))
     assert (d.object, d.found) == (f"runner {PRIMARY} on GitHub", "not registered")
+    assert d.resource.endswith(f"::{PRIMARY}-registration")
 
 
 def test_unreachable_host_is_not_checked_and_exit_3(world):
@@ -494,8 +496,10 @@ def test_cli_in_sync_and_drifted_with_json(wired, config_file, key_file):
             "object": f"unit {EXPORTER_UNIT}",
             "expected": document["differences"][0]["expected"],
             "found": f"sha256 {verify.content_sha256('tampered')}",
+            "resource": document["differences"][0]["resource"],
         }
     ]
+    assert document["differences"][0]["resource"].endswith(f"::{PRIMARY}-exporter-install")
     for text in (out, err):
         assert SENTINEL_TOKEN not in text and SENTINEL_KEY not in text
         assert key_file.read_text().splitlines()[1] not in text
