@@ -2,6 +2,7 @@
 
     runner-fleet orphans [--stack NAME]... [--delete [--grace 14d]] [--json]
     pulumi stack export | runner-fleet verify --stack NAME --state - --ssh-key FILE [--json]
+    pulumi stack export | runner-fleet diagnose --stack NAME --state - --ssh-key FILE [--host H] [--json]
 
 Each subcommand documents its exit codes in `--help`. The GitHub credential is read from the
 environment variable RUNNER_FLEET_GITHUB_TOKEN or from `--token-file FILE` (`-` = stdin), never
@@ -376,6 +377,65 @@ def cmd_verify(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
     return report.exit_code
 
 
+def cmd_diagnose(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
+    from fleet import diagnose, verify
+
+    if args.state == STDIN and args.token_file == STDIN:
+        raise UsageError("--state - and --token-file - cannot both read stdin")
+    config_file = Path(args.config_file or Path(args.project_dir) / f"Pulumi.{args.stack}.yaml")
+    try:
+        endpoints = verify.read_endpoints(config_file)
+        try:
+            text = stdin.read() if args.state == STDIN else Path(args.state).read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read the state {args.state}: {e.strerror}") from None
+        plans = diagnose.plan(verify.read_export(text), endpoints, args.host)
+        key = verify.load_private_key(Path(args.ssh_key))
+    except verify.VerifyError as e:
+        raise UsageError(str(e)) from None
+    if not plans:
+        raise UsageError(f"the state of stack {args.stack} holds no runner")
+    token = read_token(args.token_file, stdin)
+    out.secret = token
+    result = diagnose.diagnose(
+        args.stack,
+        plans,
+        ssh=lambda endpoint, script: verify.ssh_run(endpoint, key, script, timeout=args.timeout),
+        runners=verify.github_runners(token, out.progress),
+        outputs=diagnose.read_outputs(text),
+        progress=out.progress,
+    )
+    if args.json:
+        out.result(json.dumps(result.to_json(), indent=1))
+    else:
+        for line in diagnose.render_text(result):
+            out.result(line)
+    return result.exit_code
+
+
+DIAGNOSE_HELP = f"""\
+Tells why a runner is sick without logging into its host. For each runner of the stack (or of
+--host only) it collects over SSH, read-only and with the pinned host key: the service's state
+and recent journal lines, the errors of its newest _diag/Runner_*.log, the disk under the runner
+and its _work directory, memory, whether libicu is loadable, the exporter's answer; from GitHub
+the registration's status; from the state the last deploy's outputs. It prints the causes found,
+the most likely first (a deprecated runner version, a deleted or revoked registration, a missing
+native dependency, a full work disk, a stopped service, ...), each with its evidence and a fix.
+Lines that look like a credential are masked.
+
+  pulumi stack export --stack production | \\
+    runner-fleet diagnose --stack production --state - --ssh-key ~/.ssh/runner-fleet --host dell-r640-01-runner
+
+Credential: ${TOKEN_ENV}, or --token-file FILE (- reads stdin, unless --state is -).
+
+exit codes:
+  0  no problem found
+  1  at least one cause found (listed, most likely first)
+  2  usage or configuration error
+  3  nothing found, but a host could not be reached
+"""
+
+
 VERIFY_HELP = f"""\
 Compares each host of a stack with what the stack deployed, which `pulumi refresh` cannot do
 (pulumi-command has no Read: a refresh returns the stored state and never looks at the host).
@@ -496,6 +556,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_verify)
+
+    diag = sub.add_parser(
+        "diagnose",
+        help="tell why a runner is sick (service, journal, _diag, disk, memory, GitHub)",
+        description=DIAGNOSE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diag.add_argument("--stack", required=True, metavar="NAME", help="the stack to diagnose")
+    diag.add_argument("--state", required=True, metavar="FILE", help="output of `pulumi stack export` (- for stdin)")
+    diag.add_argument("--host", metavar="NAME", help="only this host (its name or address in the config)")
+    diag.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
+    diag.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
+    diag.add_argument("--ssh-key", required=True, metavar="FILE", help="SSH private key file for the hosts")
+    diag.add_argument(
+        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
+    )
+    diag.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
+    diag.add_argument("--json", action="store_true", help="print the report as JSON")
+    diag.set_defaults(func=cmd_diagnose)
     return parser
 
 
