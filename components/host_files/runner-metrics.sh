@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runner metrics for the node exporter's textfile collector, run every 15 s by a systemd timer.
 # One gauge per runner and metric, so a runner whose service vanished still shows up as 0.
-# "online" and "busy" are what the runner itself reports in its listener log.
+# "online": a Runner.Listener runs in the runner's unit and the last session event across the log
+# pages it wrote says connected and listening (the log rolls every RUNNER_LOGSIZE MB and
+# "Listening for Jobs" is written once per session, so no single page is enough); "busy": a
+# Runner.Worker, the runner's per-job process, runs in the unit. Both survive log roll-over and
+# listener restarts (lib.sh runner_reports_online / runner_reports_busy).
 # Installed by exporter-runner-metrics.create.sh; the unit (runner-metrics.service.tmpl) passes
 # the arguments. Arguments: CONF_DIR METRICS_FILE
 set -euo pipefail
@@ -25,12 +29,8 @@ for conf in "$conf_dir"/*.conf; do
   a=0 o=0 b=0
   if systemctl is-active --quiet "$unit"; then
     a=1
-    runner_reports_online "$dir" && o=1
-    log=$(newest_diag_log "$dir")
-    if [[ -n "$log" ]]; then
-      last_job=$(grep -E 'Running job:|completed with result|Listening for Jobs' "$log" | tail -n1 || true)
-      [[ "$last_job" == *"Running job:"* ]] && b=1
-    fi
+    if runner_reports_online "$dir" "$unit"; then o=1; fi
+    if runner_reports_busy "$dir" "$unit"; then b=1; fi
   fi
   n=$(escape "$name")
   names+=("$n") active+=("$a") online+=("$o") busy+=("$b")

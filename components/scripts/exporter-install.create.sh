@@ -12,8 +12,12 @@ release_dir="$EXPORTER_DIR/$EXPORTER_VERSION"
 binary="$release_dir/node_exporter"
 marker="$release_dir/$RELEASE_MARKER"
 changed=false
+# Scratch space inside this stack's exporter directory, never /tmp: whatever a run killed half-way
+# left there (its EXIT trap never ran) is removed by the next run.
+download="$EXPORTER_DIR/.download"
+rm -rf -- "$download" "$binary.tmp" "$marker.tmp"
 if [[ ! -x "$binary" || ! -f "$marker" || "$(cat "$marker")" != "$EXPORTER_SHA256" ]]; then
-  download=$(mktemp -d)
+  install -d -m 0700 "$download"
   trap 'rm -rf -- "$download"' EXIT
   download_verified "$HOST_NAME" "node exporter $EXPORTER_VERSION" "$EXPORTER_URL" "$EXPORTER_SHA256" \
     "$download/exporter.tar.gz"
@@ -21,7 +25,9 @@ if [[ ! -x "$binary" || ! -f "$marker" || "$(cat "$marker")" != "$EXPORTER_SHA25
   install -d -m 0755 "$release_dir"
   install -m 0755 "$download/node_exporter" "$binary.tmp"
   mv -f "$binary.tmp" "$binary"
-  printf '%s\n' "$EXPORTER_SHA256" >"$marker"
+  printf '%s\n' "$EXPORTER_SHA256" >"$marker.tmp"
+  mv -f "$marker.tmp" "$marker"
+  rm -rf -- "$download"
   changed=true
 fi
 install -d -m 0755 "$TEXTFILE_DIR"

@@ -22,6 +22,28 @@ done
 if command -v sudo >/dev/null 2>&1 && ! sudo -n true >/dev/null 2>&1; then
   add "user $(id -un) cannot run sudo without a password (needs NOPASSWD: no terminal is attached)"
 fi
+# .NET's native dependencies, checked as the runner's own config.sh checks them (ldconfig, no
+# root needed): without libicu config.sh exits 1 and the runner cannot register.
+if command -v ldconfig >/dev/null 2>&1; then
+  if ! ldconfig -NXv 2>/dev/null | grep -q libicu; then
+    if command -v apt-get >/dev/null 2>&1; then
+      # the newest libicuNN the host's package lists know (Debian 12: libicu72, Ubuntu 24.04: libicu74)
+      pkg=$(apt-cache pkgnames libicu 2>/dev/null | grep -E '^libicu[0-9]+(t64)?$' | sort -V | tail -n1 || true)
+      how="sudo apt-get update && sudo apt-get install -y ${pkg:-libicu<N> (the libicu package of the release)}"
+    elif command -v dnf >/dev/null 2>&1; then
+      how="sudo dnf install -y libicu"
+    elif command -v yum >/dev/null 2>&1; then
+      how="sudo yum install -y libicu"
+    elif command -v zypper >/dev/null 2>&1; then
+      how="sudo zypper install -y libicu"
+    else
+      how="install the ICU libraries (libicu) with the system's package manager"
+    fi
+    add "the runner's native dependency libicu is missing (ldconfig finds no libicu; actions/runner's config.sh refuses to run without it): $how; or run the runner release's bin/installdependencies.sh as root"
+  fi
+else
+  add "required command 'ldconfig' is not installed (the runner's config.sh uses it to find libicu)"
+fi
 # Free space where the runners will live: the nearest existing parent of INSTALL_ROOT.
 dir=$INSTALL_ROOT
 while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done

@@ -95,13 +95,111 @@ newest_diag_log() {
     sort -n | tail -n1 | cut -d' ' -f2-
 }
 
-# runner_reports_online DIR: 0 when the runner's own log says it is connected and listening.
+# Runner log lines that say what the listener's session is doing (Runner.cs, MessageListener.cs,
+# JobDispatcher.cs): the last one of them, across every log page of the current listener, is the
+# runner's own view of its state. "Listening for Jobs" is written once per session and the log
+# rolls to a new page every RUNNER_LOGSIZE MB, so no single page is enough.
+runner_online_events='Listening for Jobs|Runner reconnected|Running job:|completed with result'
+runner_offline_events='Runner connect error|Exiting\.\.\.|no longer exists on the server|Failed to create (a )?session|A session for this runner already exists'
+
+# unit_pids UNIT COMM: the PIDs of UNIT's processes (its main process and every descendant,
+# from /proc) whose kernel name is COMM, one a line; nothing when the unit has no main process.
+unit_pids() {
+  local main f stat pid rest ppid
+  main=$(systemctl show -p MainPID --value "$1" 2>/dev/null) || return 0
+  [[ "$main" =~ ^[1-9][0-9]*$ ]] || return 0
+  local -A parent=() comm=()
+  for f in /proc/[0-9]*/stat; do
+    stat=$(cat -- "$f" 2>/dev/null) || continue
+    pid=${stat%% *}
+    rest=${stat##*) }
+    read -r _ ppid _ <<<"$rest"
+    parent[$pid]=$ppid
+    stat=${stat#* (}
+    comm[$pid]=${stat%) *}
+  done
+  local -a queue=("$main")
+  local -A seen=(["$main"]=1)
+  while ((${#queue[@]})); do
+    pid=${queue[0]}
+    queue=("${queue[@]:1}")
+    if [[ "${comm[$pid]:-}" == "$2" ]]; then echo "$pid"; fi
+    for f in "${!parent[@]}"; do
+      if [[ "${parent[$f]}" == "$pid" && -z "${seen[$f]:-}" ]]; then
+        seen[$f]=1
+        queue+=("$f")
+      fi
+    done
+  done
+}
+
+# runner_last_event DIR [SINCE]: the newest session event in DIR's _diag/Runner_*.log pages
+# (pages last written at or after the epoch second SINCE), reading pages newest first.
+runner_last_event() {
+  local since=${2:-0} page last
+  local -a pages=()
+  mapfile -t pages < <(find "$1/_diag" -maxdepth 1 -name 'Runner_*.log' -newermt "@$since" 2>/dev/null | sort -r)
+  for page in "${pages[@]}"; do
+    last=$(grep -a -o -E "$runner_online_events|$runner_offline_events" "$page" | tail -n1 || true)
+    if [[ -n "$last" ]]; then
+      printf '%s\n' "$last"
+      return 0
+    fi
+  done
+}
+
+# runner_listener_since UNIT: the start (epoch seconds, minus 2 for rounding) of the newest
+# Runner.Listener in UNIT; fails when the unit has none (the listener died or never started).
+runner_listener_since() {
+  local pid stat hz up started newest=""
+  local -a fields
+  hz=$(getconf CLK_TCK)
+  for pid in $(unit_pids "$1" Runner.Listener); do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -r -a fields <<<"${stat##*) }"
+    started=$((fields[19] / hz)) # proc(5) field 22, starttime: clock ticks after boot
+    if [[ -z "$newest" || "$started" -gt "$newest" ]]; then newest=$started; fi
+  done
+  [[ -n "$newest" ]] || return 1
+  read -r up _ </proc/uptime
+  echo $(($(date +%s) - ${up%.*} + newest - 2))
+}
+
+# runner_reports_online DIR [UNIT]: 0 when the runner says it is connected and listening. With
+# UNIT: a Runner.Listener runs in the unit and the last event its log pages hold says so (older
+# listeners' pages and the service's earlier runs do not count); without: the last event of all
+# of DIR's pages.
 runner_reports_online() {
-  local log last
-  log=$(newest_diag_log "$1")
-  [[ -n "$log" ]] || return 1
-  last=$(grep -E 'Listening for Jobs|Runner reconnected|Running job:|completed with result|Runner connect error' "$log" | tail -n1)
-  [[ -n "$last" && "$last" != *"Runner connect error"* ]]
+  local since=0 last
+  if [[ -n "${2:-}" ]]; then
+    since=$(runner_listener_since "$2") || return 1
+  fi
+  last=$(runner_last_event "$1" "$since")
+  [[ -n "$last" ]] && [[ "$last" =~ ^($runner_online_events)$ ]]
+}
+
+# runner_reports_busy DIR [UNIT]: 0 when the runner has a job in progress. With UNIT: a
+# Runner.Worker (the per-job process) runs in the unit; without: the last event says so.
+runner_reports_busy() {
+  if [[ -n "${2:-}" ]]; then
+    [[ -n "$(unit_pids "$2" Runner.Worker)" ]]
+    return
+  fi
+  [[ "$(runner_last_event "$1")" == "Running job:" ]]
+}
+
+# unit_runner_dir UNIT_FILE: the runner directory a runner unit belongs to: its WorkingDirectory=,
+# else the directory of its ExecStart= program; empty when there is no such file or setting.
+unit_runner_dir() {
+  local file=$1 dir=""
+  [[ -f "$file" ]] || return 0
+  dir=$(sed -n 's/^[[:space:]]*WorkingDirectory=[[:space:]]*//p' "$file" | tail -n1)
+  if [[ -z "$dir" ]]; then
+    dir=$(sed -n 's/^[[:space:]]*ExecStart=[-@:+!]*//p' "$file" | tail -n1)
+    dir=${dir%% *}
+    if [[ "$dir" == */* ]]; then dir=${dir%/*}; else dir=""; fi
+  fi
+  printf '%s' "${dir%/}"
 }
 
 # runner_configured DIR: 0 when the runner in DIR is configured and has credentials, as the runner
@@ -139,4 +237,27 @@ github_fail() {
     000) die "$RUNNER_NAME: GitHub's API at $API_URL did not answer while $1; check the network and run again" ;;
     *) die "$RUNNER_NAME: GitHub answered $API_STATUS (${message:-$API_BODY}) while $1" ;;
   esac
+}
+
+# The runner unit's drop-in, beside the unit svc.sh writes (runner-service.create.sh writes it,
+# runner-service.delete.sh removes it). svc.sh's unit has KillMode=process, TimeoutStopSec=5min
+# and no Restart= (actions.runner.service.template): a dead service host stays down and a stop
+# leaves a job's processes behind.
+runner_unit_dropin() { printf '%s.d/runner-fleet.conf' "$1"; } # runner_unit_dropin UNIT_FILE
+runner_unit_dropin_content() {
+  cat <<'DROPIN'
+# Written by runner-fleet: how the runner's service restarts and stops.
+[Service]
+# A service host that dies (crash, OOM kill, killed by hand) is started again. A runner that ends
+# its own service (registration deleted, session conflict: exit 0 from RunnerService) is not.
+Restart=on-failure
+RestartSec=15s
+# SIGTERM reaches runsvc.sh only, which the runner turns into an orderly end of the session and
+# of a job in progress (RunnerService gives the listener 30 s, then kills it); whatever is left
+# once runsvc.sh has exited, a job's processes included, is killed (SIGKILL to the whole unit).
+KillMode=mixed
+KillSignal=SIGTERM
+# The whole stop, a job in progress included, is bounded: at 60 s everything left is killed.
+TimeoutStopSec=60s
+DROPIN
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs and starts the runner's systemd service (svc.sh), records the runner for the metrics
-# collector, and waits until the runner itself reports that it is listening for jobs.
+# Installs and starts the runner's systemd service (svc.sh) with runner-fleet's restart and stop
+# behaviour (a drop-in), records the runner for the metrics collector, and waits until the runner
+# itself reports that it is listening for jobs. Converges after a kill at any point: svc.sh writes
+# the unit, then copies runsvc.sh, enables the unit and writes the `.service` marker last, so a
+# unit of this directory without the marker is an install to redo.
 # Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER UNIT_DIR UNIT METRICS_CONF METRICS_CONF_CONTENT
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
@@ -9,14 +12,36 @@ set -euo pipefail
 
 # svc.sh names the unit and records the name in .service; that record is the truth (UNIT is
 # what it is expected to be, e.g. for the stack outputs).
-unit=""
-[[ -f "$RUNNER_DIR/.service" ]] && unit=$(cat "$RUNNER_DIR/.service")
-if [[ -z "$unit" || ! -f "$UNIT_DIR/$unit" ]]; then
+marker="$RUNNER_DIR/.service"
+unit=$UNIT
+if [[ -s "$marker" ]]; then unit=$(<"$marker"); fi
+unit_file="$UNIT_DIR/$unit"
+# A unit of that name for another directory is another runner's (on GitHub Enterprise Server
+# every runner's unit is actions.runner._services.<name>.service, whatever its scope or stack).
+owner=$(unit_runner_dir "$unit_file")
+if [[ -f "$unit_file" && "$owner" != "$RUNNER_DIR" ]]; then
+  die "$RUNNER_NAME: cannot install service $unit: that unit already runs the runner in ${owner:-another directory}," \
+    "not $RUNNER_DIR (another stack or runner on this host with the same runner name; on GitHub Enterprise" \
+    "Server every runner's unit is actions.runner._services.<name>.service). Give one of them another name."
+fi
+if [[ -f "$unit_file" && ! -s "$marker" ]]; then
+  say "$RUNNER_NAME: redoing the interrupted install of service $unit"
+  (cd "$RUNNER_DIR" && timeout 120 ./svc.sh uninstall) </dev/null
+fi
+if [[ ! -f "$unit_file" ]]; then
   say "$RUNNER_NAME: installing service $UNIT"
+  rm -f -- "$marker" # a marker whose unit is gone (an uninstall cut short)
   (cd "$RUNNER_DIR" && timeout 120 ./svc.sh install "$RUNNER_USER") </dev/null
-  unit=$(cat "$RUNNER_DIR/.service")
+  unit=$(<"$marker")
+  unit_file="$UNIT_DIR/$unit"
 fi
 [[ "$unit" == "$UNIT" ]] || say "$RUNNER_NAME: note: svc.sh named the service $unit (expected $UNIT)"
+dropin=$(runner_unit_dropin "$unit_file")
+if write_if_changed "$dropin" 0644 "$(runner_unit_dropin_content)"; then
+  say "$RUNNER_NAME: service $unit restarts on failure and stops within 60 s ($dropin)"
+fi
+# Always: a run killed between writing the drop-in and reloading must not leave systemd behind.
+systemctl daemon-reload
 systemctl enable --quiet "$unit"
 systemctl start "$unit"
 
@@ -24,7 +49,7 @@ if write_if_changed "$METRICS_CONF" 0644 "${METRICS_CONF_CONTENT/"unit=$UNIT"/"u
   say "$RUNNER_NAME: metrics collector configured ($METRICS_CONF)"
 fi
 
-listening() { systemctl is-active --quiet "$unit" && runner_reports_online "$RUNNER_DIR"; }
+listening() { systemctl is-active --quiet "$unit" && runner_reports_online "$RUNNER_DIR" "$unit"; }
 if wait_for 120 listening; then
   say "$RUNNER_NAME: service $unit active; runner listening for jobs"
   exit 0

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Stops and uninstalls the runner's service and forgets it in the metrics collector.
+# Stops and uninstalls the runner's service and forgets it in the metrics collector. Only a unit
+# that runs this runner directory is touched: on GitHub Enterprise Server another stack's runner
+# of the same name has the same unit name.
 # Inputs: RUNNER_NAME RUNNER_DIR UNIT_DIR UNIT METRICS_CONF
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
 # @include lib.sh
 
 rm -f -- "$METRICS_CONF"
+marker="$RUNNER_DIR/.service"
 unit=$UNIT
-if [[ -s "$RUNNER_DIR/.service" ]]; then unit=$(cat "$RUNNER_DIR/.service"); fi
+if [[ -s "$marker" ]]; then unit=$(<"$marker"); fi
 unit_file="$UNIT_DIR/$unit"
-if [[ -f "$unit_file" ]]; then
+owner=$(unit_runner_dir "$unit_file")
+reload=false
+if [[ -f "$unit_file" && "$owner" == "$RUNNER_DIR" ]]; then
   timeout 330 systemctl stop "$unit" || true
   if [[ -x "$RUNNER_DIR/svc.sh" ]]; then
     (cd "$RUNNER_DIR" && timeout 120 ./svc.sh uninstall) </dev/null || true
@@ -17,8 +22,18 @@ if [[ -f "$unit_file" ]]; then
   if [[ -f "$unit_file" ]]; then
     systemctl disable --quiet "$unit" || true
     rm -f -- "$unit_file"
-    systemctl daemon-reload
   fi
+  reload=true
   say "$RUNNER_NAME: service $unit removed"
+elif [[ -f "$unit_file" ]]; then
+  say "$RUNNER_NAME: leaving service $unit alone: it runs the runner in ${owner:-another directory}, not $RUNNER_DIR"
 fi
-rm -f -- "$RUNNER_DIR/.service"
+# The drop-in goes with the unit (never while another directory's unit of that name is there).
+if [[ ! -f "$unit_file" && -d "$unit_file.d" ]]; then
+  dropin=$(runner_unit_dropin "$unit_file")
+  rm -f -- "$dropin" "$dropin.runner-fleet.tmp"
+  rmdir --ignore-fail-on-non-empty -- "$unit_file.d"
+  reload=true
+fi
+if [[ "$reload" == true ]]; then systemctl daemon-reload; fi
+rm -f -- "$marker"

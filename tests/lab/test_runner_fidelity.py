@@ -180,11 +180,6 @@ def load_standin(root: Path) -> Any:
     return module
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib.sh runner_reports_online greps only the newest _diag/Runner_*.log; the runner writes "
-    "'Listening for Jobs' once per session and rolls its log every 8 MB (HostTraceListener.cs)",
-)
 def test_online_check_survives_a_log_rollover(tmp_path: Path) -> None:
     root = tmp_path / "runner"
     (root / "bin").mkdir(parents=True)
@@ -230,11 +225,6 @@ def wait_until(check: Any, timeout: float = 30.0) -> Any:
     raise AssertionError("timed out")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib.sh runner_reports_online (and runner-metrics.sh's busy) read only the newest Runner_*.log: "
-    "a live runner whose log rolled over is reported offline (HostTraceListener.cs, Runner.cs)",
-)
 def test_a_live_runner_whose_log_rolled_is_online(double: GitHubDouble, runner_dir: Path) -> None:
     """The roll-over on a live stand-in: RUNNER_LOGSIZE=1 (MB, from `.env`, Program.cs/HostContext.cs)
     and a job whose name is over 1 MiB, so the page fills at the "Running job:" line."""
@@ -261,11 +251,6 @@ def test_a_live_runner_whose_log_rolled_is_online(double: GitHubDouble, runner_d
         listener.wait(timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="host-preflight.create.sh does not check .NET's native dependencies (libicu via ldconfig, as "
-    "config.sh does) nor install them with the tarball's bin/installdependencies.sh",
-)
 def test_preflight_names_a_missing_libicu(tmp_path: Path) -> None:
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -281,11 +266,6 @@ def test_preflight_names_a_missing_libicu(tmp_path: Path) -> None:
     assert result.returncode != 0 and "libicu" in result.stderr, result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on GHES every unit is actions.runner._services.<name>.service: runner-service.delete.sh of a "
-    "stack whose runner dir has no .service falls back to UNIT and removes the other stack's unit",
-)
 def test_destroying_one_ghes_stack_leaves_the_other_stacks_unit(
     double: GitHubDouble, base: Path, tarball: dict[str, Any], tmp_path: Path, runner_dir: Path
 ) -> None:

@@ -10,8 +10,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -223,10 +225,60 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
 
 @needs_promtool
 def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
+def _fake_service(tmp_path: Path, *names: str) -> subprocess.Popen[bytes]:
+    """A unit's process tree: a main process whose children carry the runner's process names
+    (copies of `sleep`, which the kernel names after the file), in a session of their own."""
+    progs = tmp_path / "progs"
+    progs.mkdir(parents=True)
+    for name in names:
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", progs / name)
+    children = " ".join(f"{shlex.quote(str(progs / n))} 60 &" for n in names)
+    proc = subprocess.Popen(["bash", "-c", f"{children} wait"], start_new_session=True)
+
+    def child_names() -> list[str]:
+        found = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat_file.read_text()
+            except OSError:
+                continue
+            if text[text.rindex(")") + 2 :].split()[1] == str(proc.pid):
+                found.append(text[text.index("(") + 1 : text.rindex(")")])
+        return sorted(found)
+
+    deadline = time.monotonic() + 10
+    while child_names() != sorted(names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # Service "a" active and busy, "b" active and disconnected, "c" stopped.
-    _stub(bin_dir, "systemctl", '[ "$1" = is-active ] && case "$3" in a.service|b.service) exit 0;; esac; exit 3\n')
+    # Service "a" active and busy (listener and worker), "b" active and disconnected, "c" stopped,
+    # "d" active but its listener is gone (its log still says listening).
+    services = {
+        "a": _fake_service(tmp_path / "a-svc", "Runner.Listener", "Runner.Worker"),
+        "b": _fake_service(tmp_path / "b-svc", "Runner.Listener"),
+        "d": _fake_service(tmp_path / "d-svc", "RunnerService"),
+    }
+    pids = " ".join(f"{name}.service) echo {proc.pid};;" for name, proc in services.items())
+    _stub(
+        bin_dir,
+        "systemctl",
+        'case "$1" in\n'
+        '  is-active) case "$3" in a.service|b.service|d.service) exit 0;; esac; exit 3;;\n'
+        f'  show) case "$5" in {pids} *) echo 0;; esac;;\n'
+        "esac\n",
+    )
+    try:
+        _check_runner_metrics(tmp_path, bin_dir)
+    finally:
+        for proc in services.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+
+
+def _check_runner_metrics(tmp_path: Path, bin_dir: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
     logs = {
@@ -238,6 +290,7 @@ def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
         "c": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
     }
     for name, log in logs.items():
+        "d": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
         diag = tmp_path / name / "_diag"
         diag.mkdir(parents=True)
         (diag / "Runner_20261127-050000-utc.log").write_text(log)
@@ -264,6 +317,9 @@ def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
     assert values['github_runner_online{runner="c"}'] == "0"
     info = 'github_runner_info{runner="c",version="2.334.0",labels="self-hosted,Linux,X64,x",unit="c.service"}'
     assert values[info] == "1"
+    assert values['github_runner_busy{runner="b"}'] == "0"
+    assert values['github_runner_service_active{runner="d"}'] == "1"
+    assert values['github_runner_online{runner="d"}'] == "0", "no listener: offline, whatever its log says"
 
 
 def test_units_are_hardened_and_stack_scoped():
