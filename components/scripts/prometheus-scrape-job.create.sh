@@ -26,6 +26,9 @@ lock_monitoring_host "$LOCK_FILE"
 
 [[ -f "$CONFIG_PATH" ]] || die "Prometheus configuration $CONFIG_PATH does not exist"
 command -v "$PROMTOOL" >/dev/null || die "promtool ($PROMTOOL) is not installed on the monitoring host"
+# Before any reload: file_sd watches the directory it is given, so it has to exist when the job
+# is loaded (else new target files wait for the job's refresh_interval).
+install -d -m 0755 "$TARGETS_DIR"
 
 hidden() { printf '%s/.%s.runner-fleet.%s' "$(dirname "$1")" "$(basename "$1")" "$2"; }
 candidate=$(hidden "$CONFIG_PATH" tmp)
