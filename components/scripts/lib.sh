@@ -167,14 +167,20 @@ runner_listener_since() {
 
 # runner_reports_online DIR [UNIT]: 0 when the runner says it is connected and listening. With
 # UNIT: a Runner.Listener runs in the unit and the last event its log pages hold says so (older
-# listeners' pages and the service's earlier runs do not count); without: the last event of all
-# of DIR's pages.
+# listeners' pages and the service's earlier runs do not count); a listener up for over an hour
+# whose pages hold no event at all had its "Listening for Jobs" page deleted by the runner's log
+# retention (RUNNER_LOGRETENTION days after the page rolled) and said nothing wrong since.
+# Without UNIT: the last event of all of DIR's pages.
 runner_reports_online() {
   local since=0 last
   if [[ -n "${2:-}" ]]; then
     since=$(runner_listener_since "$2") || return 1
   fi
   last=$(runner_last_event "$1" "$since")
+  if [[ -z "$last" && -n "${2:-}" ]]; then
+    (($(date +%s) - since > 3600))
+    return
+  fi
   [[ -n "$last" ]] && [[ "$last" =~ ^($runner_online_events)$ ]]
 }
 

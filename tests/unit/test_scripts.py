@@ -223,8 +223,6 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-@needs_promtool
-def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
 def _fake_service(tmp_path: Path, *names: str) -> subprocess.Popen[bytes]:
     """A unit's process tree: a main process whose children carry the runner's process names
     (copies of `sleep`, which the kernel names after the file), in a session of their own."""
@@ -252,6 +250,8 @@ def _fake_service(tmp_path: Path, *names: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+@needs_promtool
+def test_runner_metrics_pass_promtool_check_metrics(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # Service "a" active and busy (listener and worker), "b" active and disconnected, "c" stopped,
@@ -260,13 +260,14 @@ def _fake_service(tmp_path: Path, *names: str) -> subprocess.Popen[bytes]:
         "a": _fake_service(tmp_path / "a-svc", "Runner.Listener", "Runner.Worker"),
         "b": _fake_service(tmp_path / "b-svc", "Runner.Listener"),
         "d": _fake_service(tmp_path / "d-svc", "RunnerService"),
+        "e": _fake_service(tmp_path / "e-svc", "Runner.Listener"),
     }
     pids = " ".join(f"{name}.service) echo {proc.pid};;" for name, proc in services.items())
     _stub(
         bin_dir,
         "systemctl",
         'case "$1" in\n'
-        '  is-active) case "$3" in a.service|b.service|d.service) exit 0;; esac; exit 3;;\n'
+        '  is-active) case "$3" in a.service|b.service|d.service|e.service) exit 0;; esac; exit 3;;\n'
         f'  show) case "$5" in {pids} *) echo 0;; esac;;\n'
         "esac\n",
     )
@@ -288,9 +289,10 @@ def _check_runner_metrics(tmp_path: Path, bin_dir: Path) -> None:
         "[x ERR  Terminal] WRITE ERROR: 2026-11-27 05:02:00Z: Runner connect error: gone. "
         "Retrying until reconnected.\n",
         "c": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
+        "d": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
+        "e": "[2026-11-27 05:00:00Z INFO MessageListener] Attempt to create session.\n",
     }
     for name, log in logs.items():
-        "d": "WRITE LINE: 2026-11-27 05:00:00Z: Listening for Jobs\n",
         diag = tmp_path / name / "_diag"
         diag.mkdir(parents=True)
         (diag / "Runner_20261127-050000-utc.log").write_text(log)
@@ -315,11 +317,12 @@ def _check_runner_metrics(tmp_path: Path, bin_dir: Path) -> None:
     assert values['github_runner_online{runner="b"}'] == "0"
     assert values['github_runner_service_active{runner="c"}'] == "0"
     assert values['github_runner_online{runner="c"}'] == "0"
-    info = 'github_runner_info{runner="c",version="2.334.0",labels="self-hosted,Linux,X64,x",unit="c.service"}'
-    assert values[info] == "1"
     assert values['github_runner_busy{runner="b"}'] == "0"
     assert values['github_runner_service_active{runner="d"}'] == "1"
     assert values['github_runner_online{runner="d"}'] == "0", "no listener: offline, whatever its log says"
+    assert values['github_runner_online{runner="e"}'] == "0", "a listener that has not said it listens yet"
+    info = 'github_runner_info{runner="c",version="2.334.0",labels="self-hosted,Linux,X64,x",unit="c.service"}'
+    assert values[info] == "1"
 
 
 def test_units_are_hardened_and_stack_scoped():
