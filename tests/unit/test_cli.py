@@ -302,13 +302,18 @@ def test_unreachable_github_is_exit_3(tmp_path, capsys, monkeypatch):
 
 
 def test_python_dash_m_fleet_and_help_for_every_command():
-    for argv in (["--help"], ["orphans", "--help"]):
+    outputs = {}
+    for argv in (["--help"], ["orphans", "--help"], ["verify", "--help"], ["diagnose", "--help"]):
         proc = subprocess.run(
             [sys.executable, "-m", "fleet", *argv], capture_output=True, text=True, cwd=PROJECT, timeout=60
         )
         assert proc.returncode == 0, proc.stderr
         assert "usage: runner-fleet" in proc.stdout
-    assert "exit codes:" in proc.stdout and "--delete" in proc.stdout
+        outputs[argv[0]] = proc.stdout
+    assert all(command in outputs["--help"] for command in ("orphans", "verify", "diagnose"))
+    assert "exit codes:" in outputs["orphans"] and "--delete" in outputs["orphans"]
+    assert "exit codes:" in outputs["verify"] and "--ssh-key" in outputs["verify"]
+    assert "exit codes:" in outputs["diagnose"] and "--host" in outputs["diagnose"]
 
 
 # --- the REST client against a scripted server ----------------------------------------------
