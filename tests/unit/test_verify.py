@@ -565,3 +565,49 @@ def test_credential_on_the_command_line_is_refused_unechoed():
     code, out, err = cli_run(["verify", "--stack", STACK, "--state", "-", "--ssh-key", "k", SENTINEL_TOKEN])
     assert code == 2
     assert SENTINEL_TOKEN not in out + err
+
+
+# --- the lab executor's export -------------------------------------------------------------------------
+
+
+def test_executor_export_is_what_verify_reads_with_secrets_encrypted(tmp_path):
+    from lab.executor.engine import Entry, Secret, StateStore
+    from lab.executor.export import export_document
+
+    create = shell.command("runner-service.create.sh", {"RUNNER_NAME": "r1", "UNIT": "u.service"})
+    entry = Entry(
+        urn="urn:pulumi:lab::runner-fleet::command:remote:Command::r1-service",
+        type=verify.COMMAND_TYPE,
+        custom=True,
+        id="r1-service",
+        parent=None,
+        dependencies=[],
+        property_dependencies={},
+        provider=None,
+        protect=False,
+        delete_before_replace=False,
+        retain_on_delete=False,
+        ignore_changes=[],
+        additional_secret_outputs=[],
+        replace_on_changes=[],
+        inputs={
+            "create": create,
+            "triggers": ["deploy@10.249.31.2:22"],
+            "connection": Secret({"host": "10.249.31.2", "privateKey": SENTINEL_KEY}),
+        },
+        outputs={"stdout": "ok"},
+    )
+    state = tmp_path / "state-lab.json"
+    StateStore(state).save("runner-fleet", "lab", [entry], {"runners": Secret({"token": SENTINEL_TOKEN})})
+    document = export_document(state)
+    text = json.dumps(document)
+    assert SENTINEL_KEY.splitlines()[1] not in text and SENTINEL_TOKEN not in text
+    stack, command = document["deployment"]["resources"]
+    assert stack["type"] == "pulumi:pulumi:Stack" and verify.is_secret(stack["outputs"]["runners"])
+    assert verify.is_secret(command["inputs"]["connection"]) and "protect" not in command
+    (deployed,) = verify.read_export(text)
+    assert (deployed.identity, deployed.script, deployed.inputs["UNIT"]) == (
+        "deploy@10.249.31.2:22",
+        "runner-service.create.sh",
+        "u.service",
+    )
