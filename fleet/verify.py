@@ -316,8 +316,8 @@ def host_checks(d: Deployed) -> list[Check]:
                 ),
                 UnitCheck(v["SERVICE"], enabled=False),
             ]
-        elif d.script.startswith("prometheus-rules") and "RULES_FILE" in v and "RULES_CONTENT" in v:
-            checks.append(FileCheck(v["RULES_FILE"], content_sha256(v["RULES_CONTENT"]), "rules file"))
+            if "RULES_FILE" in v and "RULES" in v:  # the alert rules, since the scrape job step deploys them
+                checks.append(FileCheck(v["RULES_FILE"], content_sha256(v["RULES"]), "rules file"))
     except (KeyError, ValueError) as e:
         raise VerifyError(f"{d.name}: the state's {d.script} lacks input {e}") from None
     return checks

@@ -190,6 +190,7 @@ def write_files(fleet: Fleet, deployed: list[verify.Deployed], endpoints: dict[s
         ],
         "runner-service.create.sh": [("{METRICS_CONF}", "METRICS_CONF_CONTENT")],
         "prometheus-target-file.create.sh": [("{TARGETS_DIR}/{TARGET_FILE}", "TARGETS_JSON")],
+        "prometheus-scrape-job.create.sh": [("{RULES_FILE}", "RULES")],
     }
     for d in deployed:
         for path, key in pairs.get(d.script, []):
@@ -316,6 +317,16 @@ def test_deleted_target_file_is_reported(world):
     fleet.path(monitor, target).unlink()
     d = only(run(world))
     assert (d.host, d.object, d.found) == (monitor, f"target file {target}", "missing")
+
+
+def test_edited_alert_rules_are_reported(world):
+    fleet, deployed, _ = world
+    (job,) = [d for d in deployed if d.script == "prometheus-scrape-job.create.sh"]
+    rules = job.inputs["RULES_FILE"]
+    path = fleet.path("monitoring host 192.168.0.200", rules)
+    path.write_text(path.read_text().replace("for:", "for: 1h #", 1))
+    d = only(run(world))
+    assert (d.object, d.found) == (f"rules file {rules}", f"sha256 {verify.content_sha256(path.read_text())}")
 
 
 def test_replaced_runner_binary_is_reported(world):
