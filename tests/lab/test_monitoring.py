@@ -175,8 +175,9 @@ def test_prometheus_down_is_reported_as_not_running(deployed):
     try:
         report = fleet.run(STACK, PRODUCTION, config=with_prometheus(fleet, scrapeInterval="10s"))
         assert not report.ok
-        assert "Prometheus is not running on the monitoring host (prometheus is inactive)" in report.error
-        assert "promtool" not in report.error
+        # The step's own line says so (the error also carries the script text the engine prints).
+        assert "runner-fleet: Prometheus is not running on the monitoring host (prometheus is inactive)" in report.error
+        assert "runner-fleet: promtool" not in report.error
     finally:
         on_monitor(fleet, "systemctl start prometheus")
     wait_for(lambda: on_monitor(fleet, "curl -fsS http://127.0.0.1:9090/-/ready", check=False), 60, "Prometheus ready")
