@@ -15,6 +15,8 @@ set -euo pipefail
 # @include lib.sh
 
 lock_monitoring_host "$LOCK_FILE"
+# Scratch directories of a run killed half-way (the lock makes this run the only one using them).
+rm -rf -- "$TARGETS_DIR"/.runner-fleet-*
 
 final="$TARGETS_DIR/$TARGET_FILE"
 if [[ -f "$final" && "$(cat "$final")" == "$(printf '%s' "$TARGETS_JSON")" ]]; then

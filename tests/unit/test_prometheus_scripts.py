@@ -308,6 +308,7 @@ def test_target_file_validates_publishes_and_reports_down_targets_without_waitin
         _active(("10.0.0.5:9103", "up", ""), ("10.0.0.6:9103", "down", "connect: no route to host"))
     )
     variables = _target_file_vars(host, content, "10.0.0.5:9103 10.0.0.6:9103")
+    (host.targets / ".runner-fleet-killed").mkdir(parents=True)  # a run killed half-way
     result = host.run("prometheus-target-file.create.sh", variables)
     assert result.returncode == 0, result.stderr
     assert json.loads((host.targets / "runner-fleet-staging.json").read_text()) == json.loads(content)
