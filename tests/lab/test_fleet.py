@@ -168,8 +168,10 @@ def test_cold_deploy_registers_every_runner_online_and_monitored_without_leaking
     assert "/etc/runner-fleet/lab/runners/lab-primary.conf" in files_containing("runner-a", "dir=/opt/runner-fleet")
     for host in fleet.lab.hosts:
         assert files_containing(host, fleet.pat) == "", host
-        journal = "sudo journalctl --no-pager | grep -cF -f /dev/stdin; true"
-        assert fleet.lab.run_on(host, journal, stdin=fleet.pat)[1].strip() == "0", host
+        # The patterns come on fd 3: inside a pipe, grep's own stdin is the journal.
+        journal = "sudo bash -c 'exec 3<&0; journalctl --no-pager | grep -cF -f /dev/fd/3; true'"
+        assert fleet.lab.run_on(host, journal, stdin="Accepted publickey\n")[1].strip() != "0", host  # it can see
+        assert fleet.lab.run_on(host, journal, stdin=fleet.pat + "\n")[1].strip() == "0", host
     assert fleet.pat.encode() not in fleet.state_path(PROD).read_bytes()
 
     # Prometheus scrapes every exporter, up, with its labels, under the job github-runner-health.

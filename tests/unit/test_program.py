@@ -171,10 +171,12 @@ def test_sentinel_secrets_never_leave_secret_channels(stack_run):
     assert SENTINEL_KEY.strip() not in exported
 
 
-def test_only_registrations_receive_the_github_credential(stack_run):
+def test_only_registrations_and_runner_services_receive_the_github_credential(stack_run):
+    """The service step's delete retires the runner on GitHub before it stops the service."""
     _, run = stack_run
     with_stdin = sorted(c.name for c in run.commands() if "stdin" in c.inputs)
-    assert with_stdin == sorted(c.name for c in run.commands() if c.name.endswith("-registration"))
+    assert with_stdin == sorted(c.name for c in run.commands() if c.name.endswith(("-registration", "-service")))
+    assert any(c.name.endswith("-service") for c in run.commands())
 
 
 def test_stack_outputs_name_every_runner_exporter_url_target_file_and_job(stack_run):

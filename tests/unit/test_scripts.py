@@ -21,11 +21,11 @@ import pytest
 from components import layout, shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
-from tests.conftest import IN_CI, completed_stack_config, inner_script, needs, run_program, unwrap
+from tests.conftest import IN_CI, completed_stack_config, inner_scripts, needs, run_program, unwrap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
-SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete)\.sh$")
+SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete|retire)\.sh$")
 needs_shellcheck = needs("shellcheck")
 needs_promtool = needs("promtool")
 
@@ -75,23 +75,25 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
             for field in ("create", "delete"):
                 if field not in inputs:
                     continue
-                script = inner_script(inputs[field])
-                name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
-                header = script.split(shell.END_OF_INPUTS, 1)[0]
-                assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
-                uses.setdefault(name, []).append((f"{command.name}.{field}", assigned))
+                for script in inner_scripts(inputs[field]):
+                    name = re.search(r"^# runner-fleet (\S+): inputs$", script, re.M).group(1)
+                    header = script.split(shell.END_OF_INPUTS, 1)[0]
+                    assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", header, re.M))
+                    uses.setdefault(name, []).append((f"{command.name}.{field}", assigned))
     return uses
 
 
 def test_script_files_are_named_after_their_resource_and_operation():
     """`<kind>-<child>.<create|delete>.sh`: the script of child `<name>-<child>` of a host,
-    exporter, runner or the Prometheus component; each is run by a command of that name."""
+    exporter, runner or the Prometheus component; each is run by a command of that name.
+    `<kind>-<child>.retire.sh` runs first in that child's delete."""
     uses = _passed_inputs()
     assert sorted(uses) == [s for s in SCRIPTS if s != "lib.sh"], "a script no command runs, or a missing one"
     for name, resources in uses.items():
         assert SCRIPT_NAME_RE.match(name), name
         child, operation = name.removesuffix(".sh").rsplit(".", 1)
         child = child.split("-", 1)[1]
+        operation = "delete" if operation == "retire" else operation  # runs first in the delete
         for resource, _ in resources:
             assert resource.endswith(f"-{child}.{operation}"), (name, resource)
 
