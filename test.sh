@@ -44,8 +44,10 @@ fi
 export RUNNER_FLEET_ACTIONLINT
 RUNNER_FLEET_ACTIONLINT=$(.venv/bin/python -c 'from tools import engine; print(engine.find("actionlint"))')
 
+# The unit suite on every core; the lab's self-tests and scenarios one at a time (one lab).
+.venv/bin/python -m pytest -n auto tests/unit
 if $unit_only; then
-  exec .venv/bin/python -m pytest tests/unit tests/lab -m "not lab"
+  exec .venv/bin/python -m pytest tests/lab -m "not lab"
 fi
 
 # The real engine (a cold build takes minutes: it prints what it downloads and compiles).
@@ -65,4 +67,4 @@ if ! apt-cache policy prometheus-node-exporter 2>/dev/null | grep -q 'Candidate:
   apt-get update -q
 fi
 .venv/bin/python -m lab.hosts build
-.venv/bin/python -m pytest tests/unit tests/engine tests/lab
+.venv/bin/python -m pytest tests/engine tests/lab
