@@ -504,6 +504,19 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+def _host_check_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """What `verify` and `diagnose` both need: the stack's state and config, SSH and GitHub access."""
+    parser.add_argument("--stack", required=True, metavar="NAME", help=f"the stack to {verb}")
+    parser.add_argument("--state", required=True, metavar="FILE", help="output of `pulumi stack export` (- for stdin)")
+    parser.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
+    parser.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
+    parser.add_argument("--ssh-key", required=True, metavar="FILE", help="SSH private key file for the hosts")
+    parser.add_argument(
+        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
+    )
+    parser.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="runner-fleet",
@@ -544,16 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=VERIFY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--stack", required=True, metavar="NAME", help="the stack to verify")
-    check.add_argument("--state", required=True, metavar="FILE", help="output of `pulumi stack export` (- for stdin)")
-    check.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
-    check.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
-    check.add_argument("--ssh-key", required=True, metavar="FILE", help="SSH private key file for the hosts")
-    check.add_argument(
-        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
-    )
+    _host_check_options(check, "verify")
     check.add_argument("--cache-dir", metavar="DIR", help="where pinned release tarballs are cached")
-    check.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_verify)
 
@@ -563,16 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=DIAGNOSE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    diag.add_argument("--stack", required=True, metavar="NAME", help="the stack to diagnose")
-    diag.add_argument("--state", required=True, metavar="FILE", help="output of `pulumi stack export` (- for stdin)")
+    _host_check_options(diag, "diagnose")
     diag.add_argument("--host", metavar="NAME", help="only this host (its name or address in the config)")
-    diag.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
-    diag.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
-    diag.add_argument("--ssh-key", required=True, metavar="FILE", help="SSH private key file for the hosts")
-    diag.add_argument(
-        "--token-file", metavar="FILE", help=f"file with the GitHub credential, - for stdin ({TOKEN_ENV})"
-    )
-    diag.add_argument("--timeout", type=float, default=20.0, help="SSH connect timeout in seconds (default 20)")
     diag.add_argument("--json", action="store_true", help="print the report as JSON")
     diag.set_defaults(func=cmd_diagnose)
     return parser
