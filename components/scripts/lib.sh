@@ -56,6 +56,7 @@ remove_unit() {
   timeout 60 systemctl stop "$2" || true
   systemctl disable --quiet "$2" 2>/dev/null || true
   rm -f -- "$file"
+  systemctl reset-failed "$2" 2>/dev/null || true
 }
 
 # read_secret: the GitHub credential arrives as the first line of stdin, never in argv or env.

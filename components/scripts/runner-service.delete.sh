@@ -35,5 +35,10 @@ if [[ ! -f "$unit_file" && -d "$unit_file.d" ]]; then
   rmdir --ignore-fail-on-non-empty -- "$unit_file.d"
   reload=true
 fi
-if [[ "$reload" == true ]]; then systemctl daemon-reload; fi
+if [[ "$reload" == true ]]; then
+  systemctl daemon-reload
+  # A runner that exited on its own after retirement leaves a "failed" record behind its
+  # removed unit; systemd keeps it until told to forget it.
+  systemctl reset-failed "$unit" 2>/dev/null || true
+fi
 rm -f -- "$marker"
