@@ -15,6 +15,13 @@ Surfaces (see lab/DOUBLES.md for what is and is not reproduced):
 - Runner service ("tenant"), private to the runner stand-in: `<tenant>/_apis/standin/v1/...`,
   authenticated with the short-lived tenant token (admin calls) or the runner's own credential
   (sessions, the long-poll that keeps a runner online).
+- REST releases of `actions/runner` (`GET /api/v3/repos/actions/runner/releases[/latest]`), which a
+  test announces (`add_release`), for the GitHub-view collector's version age.
+- Read-only PATs (`read_pats`): a fine-grained token with read access, which may GET but not
+  change anything (403 "Resource not accessible by personal access token", as GitHub answers).
+- Rate limits: every REST answer to a PAT carries GitHub's `X-RateLimit-*` headers (5000 an
+  hour per token); `rate_limit(seconds, style)` makes the API answer as an exhausted primary
+  limit (403, `X-RateLimit-Remaining: 0`) or a secondary one (429, `Retry-After`).
 - Releases, no auth: `/actions/runner/releases/download/v{V}/actions-runner-linux-{arch}-{V}.tar.gz`
   and `/prometheus/node_exporter/releases/download/v{V}/node_exporter-{V}.linux-{goarch}.tar.gz`.
 - Test controls, no auth (the lab bridge is private): `/_double/...`.
@@ -53,6 +60,8 @@ DEFAULT_OFFLINE_AFTER = 5.0
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 MAX_LABELS = 100
+RATE_LIMIT = 5000  # GitHub's primary limit for a personal access token, per hour
+RELEASES_REPO = "actions/runner"
 CALL_HISTORY = 100_000
 DEFAULT_JOB_NAME = "build"
 STANDIN_API = "/_apis/standin/v1/"
@@ -153,9 +162,12 @@ class Clock:
 class ApiError(Exception):
     """An HTTP error answer in GitHub's shape."""
 
-    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None):
+    def __init__(
+        self, status: int, message: str, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status = status
+        self.headers = dict(headers or {})
         self.body: dict[str, Any] = {"message": message, "documentation_url": DOCS_URL, "status": str(status)}
         if extra:
             self.body.update(extra)
@@ -263,6 +275,7 @@ class GitHubDouble:
         host: str = "127.0.0.1",
         port: int = 0,
         pats: Iterable[str] = (),
+        read_pats: Iterable[str] = (),
         artifacts_dir: Path | str | None = None,
         repos: Iterable[str] = (),
         orgs: Iterable[str] = (),
@@ -289,6 +302,12 @@ class GitHubDouble:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._pat_hashes = {_hash(p) for p in pats}
+        self._read_pat_hashes = {_hash(p) for p in read_pats}
+        # Rate limits: per credential hash, (window start, requests used); an exhausted-limit window.
+        self._rate_used: dict[str, tuple[float, int]] = {}
+        self._rate_limited_until = 0.0
+        self._rate_limit_style = "primary"
+        self._releases: list[dict[str, Any]] = []
         self._repos: set[str] = set()
         self._orgs: set[str] = set()
         self._groups: dict[str, dict[int, Group]] = {}
@@ -699,6 +718,8 @@ class GitHubDouble:
         digest = _hash(value)
         if digest in self._pat_hashes:
             return "pat", digest, None
+        if digest in self._read_pat_hashes:
+            return "read-pat", digest, None
         token = self._tokens.get(digest)
         if token:
             kind = f"{token.kind}-token"
@@ -741,7 +762,8 @@ class GitHubDouble:
         runner_name: str | None = None
         try:
             if path.startswith("/api/v3/") or path == "/api/v3":
-                resp = self._api(method, path[len("/api/v3") :] or "/", query, body, kind, digest, scheme)
+                limited = self._rate_limited(kind, digest)
+                resp = limited or self._api(method, path[len("/api/v3") :] or "/", query, body, kind, digest, scheme)
             elif STANDIN_API in path + "/":
                 resp, runner_name = self._tenant(method, path, query, body, kind, digest, client_id)
             elif method in ("GET", "HEAD"):
@@ -749,9 +771,11 @@ class GitHubDouble:
             else:
                 raise _not_found()
         except ApiError as e:
-            resp = Response(e.status, e.body)
+            resp = Response(e.status, e.body, dict(e.headers))
         except (ValueError, KeyError, TypeError) as e:
             resp = Response(400, {"message": f"Problems parsing JSON: {e}", "documentation_url": DOCS_URL})
+        if kind in ("pat", "read-pat") and (path.startswith("/api/v3/") or path == "/api/v3"):
+            resp.headers.update(self._rate_headers(digest))
         self._record(method, path, query, resp.status, kind, runner_name)
         resp.headers.setdefault("X-GitHub-Request-Id", f"{secrets.token_hex(2).upper()}:{secrets.token_hex(4).upper()}")
         return resp
@@ -795,8 +819,19 @@ class GitHubDouble:
         # itself (`RemoteAuth <token>`, RunnerDotcomServer.cs); anywhere else such a token is no
         # REST credential.
         admin = scheme == "remoteauth" and kind.removeprefix("expired-") in ("registration-token", "remove-token")
-        if kind != "pat" and not admin:
+        if kind not in ("pat", "read-pat") and not admin:
             raise ApiError(401, "Bad credentials")
+        m = re.fullmatch(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/releases(?P<latest>/latest)?", path)
+        if m and method == "GET" and not admin:
+            return self._releases_json(f"{m['o']}/{m['r']}", bool(m["latest"]), query, path)
+        if kind == "read-pat" and method != "GET":
+            # A fine-grained token with read access: GitHub names the permission it lacks.
+            needed = "organization_self_hosted_runners" if path.startswith("/orgs/") else "administration"
+            raise ApiError(
+                403,
+                "Resource not accessible by personal access token",
+                headers={"X-Accepted-GitHub-Permissions": f"{needed}=write"},
+            )
         with self._cond:
             if not admin:
                 m = re.fullmatch(r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", path)
@@ -833,6 +868,107 @@ class GitHubDouble:
                     return Response(200, {"total_count": 1, "runner_groups": [default]})
                 return self._runner_groups(method, scope_name(scope), rest.strip("/") or None, query, body, admin)
             return self._runners_api(method, scope, rest, query, body)
+
+    # Rate limits (GitHub's REST docs, "Rate limits for the REST API") ------------------------
+
+    def rate_limit(self, seconds: float, style: str = "primary") -> dict[str, Any]:
+        """For `seconds` of wall time every REST call with a PAT is refused as rate limited:
+        `primary` = 403 with `X-RateLimit-Remaining: 0` and the reset time, `secondary` = 429 with
+        `Retry-After`. 0 seconds ends it."""
+        if style not in ("primary", "secondary"):
+            raise ValueError("style must be 'primary' or 'secondary'")
+        with self._lock:
+            self._rate_limited_until = time.time() + float(seconds)
+            self._rate_limit_style = style
+            return {"until": self._rate_limited_until, "style": style}
+
+    def _rate_window(self, digest: str | None) -> tuple[float, int]:
+        now = time.time()
+        start, used = self._rate_used.get(digest or "", (now, 0))
+        if now - start >= 3600:
+            start, used = now, 0
+        return start, used
+
+    def _rate_limited(self, kind: str, digest: str | None) -> Response | None:
+        """The answer to a PAT's REST call while its limit is exhausted, else None (and the call
+        counts against the limit). Wall time, like GitHub's reset timestamps."""
+        if kind not in ("pat", "read-pat"):
+            return None
+        with self._lock:
+            now = time.time()
+            start, used = self._rate_window(digest)
+            if now < self._rate_limited_until:
+                wait = max(1, int(self._rate_limited_until - now + 0.999))
+                if self._rate_limit_style == "secondary":
+                    message = (
+                        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+                    )
+                    return Response(429, ApiError(429, message).body, {"Retry-After": str(wait)})
+                self._rate_used[digest or ""] = (start, RATE_LIMIT)
+                return Response(403, ApiError(403, "API rate limit exceeded for user ID 1.").body)
+            self._rate_used[digest or ""] = (start, min(RATE_LIMIT, used + 1))
+            return None
+
+    def _rate_headers(self, digest: str | None) -> dict[str, str]:
+        with self._lock:
+            start, used = self._rate_window(digest)
+            reset = int(start + 3600)
+            if time.time() < self._rate_limited_until and self._rate_limit_style == "primary":
+                used, reset = RATE_LIMIT, int(self._rate_limited_until + 0.999)
+            return {
+                "X-RateLimit-Limit": str(RATE_LIMIT),
+                "X-RateLimit-Remaining": str(RATE_LIMIT - used),
+                "X-RateLimit-Reset": str(reset),
+                "X-RateLimit-Used": str(used),
+                "X-RateLimit-Resource": "core",
+            }
+
+    # Releases of actions/runner (repos/list-releases, repos/get-latest-release) ------------
+
+    def add_release(self, version: str, published_at: float | None = None, prerelease: bool = False) -> dict:
+        """Announce an `actions/runner` release `v<version>` (published now unless given)."""
+        with self._lock:
+            published = self.clock.now() if published_at is None else float(published_at)
+            rid = 100_000 + len(self._releases) + 1
+            tag = f"v{version}"
+            api = f"{self.api_url}/repos/{RELEASES_REPO}"
+            stamp = datetime.fromtimestamp(published, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # GitHub's release format
+            release = {
+                "url": f"{api}/releases/{rid}",
+                "html_url": f"{self.url}/{RELEASES_REPO}/releases/tag/{tag}",
+                "assets_url": f"{api}/releases/{rid}/assets",
+                "upload_url": f"{self.url}/api/uploads/repos/{RELEASES_REPO}/releases/{rid}/assets{{?name,label}}",
+                "tarball_url": f"{api}/tarball/{tag}",
+                "zipball_url": f"{api}/zipball/{tag}",
+                "id": rid,
+                "node_id": _node_id("RE", tag),
+                "tag_name": tag,
+                "target_commitish": "main",
+                "name": tag,
+                "body": f"runner {tag}",
+                "draft": False,
+                "prerelease": bool(prerelease),
+                "created_at": stamp,
+                "published_at": stamp,
+                "author": self._user_json("actions", "Organization"),
+                "assets": [],
+            }
+            self._releases.append(release)
+            return release
+
+    def _releases_json(self, full: str, latest: bool, query: dict, path: str) -> Response:
+        if full.lower() != RELEASES_REPO or not self._releases:
+            raise _not_found()
+        newest_first = sorted(self._releases, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        if latest:
+            full_releases = [r for r in newest_first if not r["prerelease"] and not r["draft"]]
+            if not full_releases:
+                raise _not_found()
+            return Response(200, full_releases[0])
+        per_page, page = _page_params(query)
+        start = (page - 1) * per_page
+        headers = self._links(path.lstrip("/"), query, per_page, page, len(newest_first))
+        return Response(200, newest_first[start : start + per_page], headers)
 
     def _user_json(self, login: str, kind: str) -> dict[str, Any]:
         """GitHub's simple-user object for a repository's owner (a user or an organization)."""
@@ -1470,6 +1606,16 @@ class GitHubDouble:
             if method == "POST":
                 self.clock.advance(float(data.get("advance", 0)))
             return Response(200, {"now": _iso(self.clock.now()), "offset": self.clock.offset})
+        if path == "/_double/rate-limit" and method == "POST":
+            return Response(200, self.rate_limit(float(data.get("seconds", 60)), str(data.get("style", "primary"))))
+        if path == "/_double/releases" and method == "POST":
+            published = data.get("published_at")
+            release = self.add_release(
+                str(data["version"]),
+                None if published is None else float(published),
+                bool(data.get("prerelease", False)),
+            )
+            return Response(201, {"tag_name": release["tag_name"], "published_at": release["published_at"]})
         if path == "/_double/repos" and method == "POST":
             self.add_repo(str(data["full_name"]))
             return Response(201, {"repos": sorted(self._repos)})
@@ -1591,6 +1737,12 @@ class DoubleClient:
     def options(self) -> dict[str, Any]:
         return self._call("GET", "/_double/options")
 
+    def rate_limit(self, seconds: float, style: str = "primary") -> dict[str, Any]:
+        return self._call("POST", "/_double/rate-limit", {"seconds": seconds, "style": style})
+
+    def add_release(self, version: str, published_at: float | None = None) -> dict[str, Any]:
+        return self._call("POST", "/_double/releases", {"version": version, "published_at": published_at})
+
     def set_options(self, *, runner_admin_flow: bool | None = None) -> dict[str, Any]:
         """`runner_admin_flow=True`: runner-registration answers `use_v2_flow: true` from now on."""
         body = {} if runner_admin_flow is None else {"runner_admin_flow": runner_admin_flow}
@@ -1616,6 +1768,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8931)
     ap.add_argument("--pat-file", action="append", required=True, help="file with one accepted PAT per line")
+    ap.add_argument(
+        "--read-pat-file",
+        action="append",
+        default=[],
+        help="file with one read-only PAT per line (lists, never changes)",
+    )
     ap.add_argument("--repo", action="append", default=[], help="owner/repo that exists (repeatable)")
     ap.add_argument("--org", action="append", default=[], help="organization that exists (repeatable)")
     ap.add_argument("--runner-group", action="append", default=[], help="ORG/NAME runner group (repeatable)")
@@ -1641,6 +1799,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         pats=pats,
+        read_pats=_read_pats(args.read_pat_file),
         artifacts_dir=args.artifacts,
         repos=args.repo,
         orgs=args.org,

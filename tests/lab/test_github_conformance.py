@@ -25,6 +25,7 @@ from lab import openapi
 from lab.github_double import GitHubDouble
 
 PAT = "ghp_conformanceTESTpat0123456789abcdefAB"
+READ_PAT = "github_pat_conformanceREADonly0123456789ab"
 REPO = "Octo-Org/octo-repo"
 ORG = "Octo-Org"
 
@@ -73,6 +74,23 @@ DELIBERATE = (
         "validation-error-simple",
         "the description documents only 201/204; the double refuses a missing, invalid or taken group "
         "name and the default group (which GitHub does not let anyone delete) with a 422",
+    ),
+    Deliberate(
+        "403 for a token without the permission, or an exhausted rate limit",
+        403,
+        ("*",),
+        "basic-error",
+        "GitHub answers 403 Resource not accessible by personal access token to a fine-grained token "
+        "that lacks the write permission, and 403 with X-RateLimit-Remaining: 0 once the primary rate "
+        "limit is used up, on every operation; the description documents neither for these operations",
+    ),
+    Deliberate(
+        "429 for a secondary rate limit",
+        429,
+        ("*",),
+        "basic-error",
+        "GitHub answers 429 with Retry-After when a secondary rate limit is exceeded (REST docs, "
+        "'Rate limits for the REST API'); the description documents 429 for none of these operations",
     ),
 )
 
@@ -220,7 +238,7 @@ def checkers() -> list[openapi.ResponseChecker]:
 @pytest.fixture
 def conf(tmp_path: Path, checkers, conformance_tally):
     (tmp_path / "actions-runner-linux-x64-2.336.0.tar.gz").write_bytes(b"runner tarball")
-    double = GitHubDouble(pats={PAT}, repos={REPO}, orgs={ORG}, artifacts_dir=tmp_path).start()
+    double = GitHubDouble(pats={PAT}, read_pats={READ_PAT}, repos={REPO}, orgs={ORG}, artifacts_dir=tmp_path).start()
     yield Conformance(double, checkers, conformance_tally)
     double.stop()
 
@@ -428,6 +446,56 @@ def test_runner_admin_flow(conf: Conformance) -> None:
     assert {"runner-registration (token exchange)", "runners/register (runner-admin flow)"} <= set(seen["undescribed"])
 
 
+def test_releases_a_read_only_token_and_rate_limits(conf: Conformance) -> None:
+    """What the GitHub-view collector calls: the runner listing with a fine-grained read-only token
+    (which may list but not administer), actions/runner's releases, and the rate-limit answers."""
+    d = conf.double
+    assert conf.call("GET", "/api/v3/repos/actions/runner/releases")[0] == 404, "no release announced yet"
+    d.add_release("2.330.0", published_at=1_700_000_000)
+    d.add_release("2.331.0-rc1", published_at=1_700_100_000, prerelease=True)
+    d.add_release("2.331.0", published_at=1_700_200_000)
+    status, releases, _ = conf.call("GET", "/api/v3/repos/actions/runner/releases?per_page=100")
+    assert status == 200 and [r["tag_name"] for r in releases] == ["v2.331.0", "v2.331.0-rc1", "v2.330.0"]
+    status, _, headers = conf.call("GET", "/api/v3/repos/Actions/Runner/releases?per_page=2")
+    assert status == 200 and 'rel="next"' in headers["Link"]
+    status, latest, _ = conf.call("GET", "/api/v3/repos/actions/runner/releases/latest")
+    assert status == 200 and latest["tag_name"] == "v2.331.0" and latest["published_at"] == "2023-11-17T05:46:40Z"
+
+    read = f"Bearer {READ_PAT}"
+    for scope in (f"repos/{REPO}", f"orgs/{ORG}"):
+        kw = {"repo": REPO} if scope.startswith("repos/") else {"org": ORG}
+        name = "view-" + scope.split("/")[0]
+        rid = d.add_runner(name, **kw)
+        status, body, headers = conf.call("GET", f"/api/v3/{scope}/actions/runners?per_page=100&page=1", auth=read)
+        assert status == 200 and body["total_count"] == 1
+        assert int(headers["X-RateLimit-Remaining"]) < int(headers["X-RateLimit-Limit"]) == 5000
+        assert int(headers["X-RateLimit-Reset"]) > 1_700_000_000
+        assert conf.call("GET", f"/api/v3/{scope}/actions/runners/{rid}", auth=read)[0] == 200
+        want = "administration=write" if scope.startswith("repos/") else "organization_self_hosted_runners=write"
+        for method, path in (
+            ("POST", "/registration-token"),
+            ("POST", "/remove-token"),
+            ("DELETE", f"/{rid}"),
+            ("PUT", f"/{rid}/labels"),
+        ):
+            status, body, headers = conf.call(method, f"/api/v3/{scope}/actions/runners{path}", auth=read, body={})
+            assert status == 403 and body["message"] == "Resource not accessible by personal access token"
+            assert headers["X-Accepted-GitHub-Permissions"] == want
+        assert d.runner(name, scope=scope)["id"] == rid, "still registered"
+
+    d.rate_limit(60)
+    status, body, headers = conf.call("GET", f"/api/v3/repos/{REPO}/actions/runners", auth=read)
+    assert status == 403 and headers["X-RateLimit-Remaining"] == "0" and "rate limit" in body["message"]
+    d.rate_limit(30, "secondary")
+    status, body, headers = conf.call("GET", f"/api/v3/repos/{REPO}/actions/runners", auth=read)
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 30
+    d.rate_limit(0)
+    assert conf.call("GET", f"/api/v3/repos/{REPO}/actions/runners", auth=read)[0] == 200
+    seen = conf.verify()
+    wanted = {"repos/list-releases", "repos/get-latest-release", "actions/list-self-hosted-runners-for-repo"}
+    assert wanted <= set(seen["operations"])
+
+
 def test_named_differences_exist_and_are_still_different(conf: Conformance, checkers) -> None:
     """Each DELIBERATE entry is exercised and is really undocumented in the description (else it
     would be stale); each UNDESCRIBED path is really absent from every description."""
@@ -436,6 +504,10 @@ def test_named_differences_exist_and_are_still_different(conf: Conformance, chec
     rid = conf.double.add_runner("json", repo=REPO)
     conf.call("PUT", f"/api/v3/repos/{REPO}/actions/runners/{rid}/labels", raw=b"[")
     conf.call("DELETE", f"/api/v3/orgs/{ORG}/actions/runner-groups/1")
+    conf.call("POST", f"/api/v3/repos/{REPO}/actions/runners/registration-token", auth=f"Bearer {READ_PAT}")
+    conf.double.rate_limit(60, "secondary")
+    conf.call("GET", f"/api/v3/repos/{REPO}/actions/runners")
+    conf.double.rate_limit(0)
     kinds = [conf.classify(ex) for ex in conf.exchanges]
     assert kinds == [("deliberate", d.name) for d in DELIBERATE]
     ids = {
