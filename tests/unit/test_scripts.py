@@ -308,7 +308,7 @@ def _check_runner_metrics(tmp_path: Path, bin_dir: Path) -> None:
     script = shell.host_file_text("runner-metrics.sh")
     out = out_dir / "runner-fleet-runners.prom"
     subprocess.run(["bash", "-c", script, "runner-metrics", str(conf), str(out)], env=env, check=True)
-    assert sorted(p.name for p in out_dir.iterdir()) == [out.name]
+    assert sorted(p.name for p in out_dir.iterdir()) == [out.name, "runner-fleet-runners.state"]
     text = out.read_text()
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
