@@ -1,6 +1,7 @@
 """`runner-fleet`: operator commands next to the Pulumi program (`python -m fleet ...`).
 
     runner-fleet orphans [--stack NAME]... [--delete [--grace 14d]] [--json]
+    runner-fleet host-keys --stack NAME [--ssh-key FILE] [--timeout S] [--json]
     pulumi stack export | runner-fleet verify --stack NAME --state - --ssh-key FILE [--json]
     pulumi stack export | runner-fleet diagnose --stack NAME --state - --ssh-key FILE [--host H] [--json]
 
@@ -39,6 +40,9 @@ EXIT_ORPHANS = 1
 EXIT_USAGE = 2
 EXIT_GITHUB = 3
 EXIT_DELETE_FAILED = 4
+# Exit codes of `host-keys` (0 and 2 as above).
+EXIT_HOSTKEY_MISMATCH = 1
+EXIT_HOSTKEY_UNSCANNED = 3
 
 _DURATION = re.compile(r"^([0-9]+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -413,6 +417,67 @@ def cmd_diagnose(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
     return result.exit_code
 
 
+def cmd_host_keys(args: argparse.Namespace, out: Output, stdin: TextIO) -> int:
+    from fleet import hostkeys
+
+    config_file = Path(args.config_file or Path(args.project_dir) / f"Pulumi.{args.stack}.yaml")
+    try:
+        pins = hostkeys.read_pins(config_file)
+    except hostkeys.HostKeyError as e:
+        raise UsageError(str(e)) from None
+    if not pins:
+        raise UsageError(f"{config_file}: no machine configured")
+    key = None
+    if args.ssh_key:
+        from fleet import verify
+
+        try:
+            key = verify.load_private_key(Path(args.ssh_key))
+        except verify.VerifyError as e:
+            raise UsageError(str(e)) from None
+    out.progress(f"scanning {len(pins)} machine(s) of stack {args.stack} ({args.timeout:g} s each, in parallel)")
+    scans = hostkeys.scan_all(pins, args.timeout, private_key=key)
+    if any(s.status == hostkeys.MISMATCH for s in scans):
+        code = EXIT_HOSTKEY_MISMATCH
+    elif all(s.ok for s in scans):
+        code = EXIT_CLEAN
+    else:
+        code = EXIT_HOSTKEY_UNSCANNED
+    if args.json:
+        out.result(json.dumps({"exit_code": code, "machines": [s.to_json(args.stack) for s in scans]}, indent=1))
+    else:
+        for s in scans:
+            out.result(hostkeys.describe(s, args.stack))
+    return code
+
+
+HOST_KEYS_HELP = """\
+Checks the SSH host key each machine of a stack presents against the key pinned in the stack's
+config file (hosts[].hostKey, prometheus.hostKey, their jumpHost.hostKey). pulumi-command's own
+message for a machine showing another key is only "ssh: handshake failed: ssh: host key
+mismatch", without the machine, the address or the keys. For every machine this prints its
+address and the pinned key's SHA256 fingerprint; for a mismatch also the presented key's
+fingerprint and the exact command that re-pins it, e.g.
+
+  runner-fleet host-keys --stack production
+  dell-r640-01-runner (192.168.0.51:22): host key mismatch: pinned SHA256:… (runner-fleet:hosts[1].hostKey),
+    presented SHA256:…; … re-pin: pulumi config set --stack production --path 'runner-fleet:hosts[1].hostKey' '…'
+
+Re-pin only after checking the presented fingerprint out of band (the machine's console:
+`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`): a changed key may also be someone in the
+middle. The scan is a key exchange, restricted to the pinned key's type, never a login: it needs
+no credential, and each machine gets --timeout seconds (all in parallel). A machine behind a
+jump host is scanned through the jump host when --ssh-key is given (a login to the jump host,
+with its pinned key checked), else reported as not scanned.
+
+exit codes:
+  0  every machine presents its pinned key
+  1  at least one machine presents another key (each printed with its re-pin command)
+  2  usage or configuration error (bad arguments, unreadable config or key)
+  3  no mismatch, but a machine could not be scanned (unreachable, sshd wedged, behind a jump host)
+"""
+
+
 DIAGNOSE_HELP = f"""\
 Tells why a runner is sick without logging into its host. For each runner of the stack (or of
 --host only) it collects over SSH, read-only and with the pinned host key: the service's state
@@ -572,6 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--host", metavar="NAME", help="only this host (its name or address in the config)")
     diag.add_argument("--json", action="store_true", help="print the report as JSON")
     diag.set_defaults(func=cmd_diagnose)
+
+    keys = sub.add_parser(
+        "host-keys",
+        help="compare each machine's SSH host key with the pinned one; print the re-pin command",
+        description=HOST_KEYS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keys.add_argument("--stack", required=True, metavar="NAME", help="the stack whose machines to scan")
+    keys.add_argument("--project-dir", default=".", help="directory with Pulumi.<stack>.yaml (default: .)")
+    keys.add_argument("--config-file", metavar="FILE", help="the stack's config (default: Pulumi.<stack>.yaml)")
+    keys.add_argument(
+        "--ssh-key", metavar="FILE", help="SSH private key, to scan machines behind a jump host through it"
+    )
+    keys.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each machine gets to connect and show its key (default 10)"
+    )
+    keys.add_argument("--json", action="store_true", help="print the report as JSON")
+    keys.set_defaults(func=cmd_host_keys)
     return parser
 
 

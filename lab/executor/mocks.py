@@ -67,6 +67,10 @@ class Registrar(Protocol):
 class ExecutorMonitor(MockMonitor):
     """Mock monitor that passes the register request's options on to the mocks."""
 
+    # The program's reach check (fleet/hostkeys.py) runs under this monitor, as under the real
+    # engine: the lab's hosts are the machines it would dial. Plain unit-test mocks leave it off.
+    reaches_hosts = True
+
     def __init__(self, mocks: ExecutorMocks) -> None:
         super().__init__(mocks)
         self.stack_urn: str | None = None

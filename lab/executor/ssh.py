@@ -10,6 +10,15 @@ What is reproduced comes from the provider's Go source (provider/pkg/provider/re
   algorithm to the pinned key's type); without it the server key is not checked at all;
   `proxy` is one jump host reached first, the target then over a `direct-tcpip` channel,
   with every error prefixed `proxy: `.
+- No timeout after the TCP connect: `Connection.Dial` calls x/crypto's `ssh.Dial` (v0.48.0,
+  ssh/client.go `Dial`: `net.DialTimeout(network, addr, config.Timeout)`, then `NewClientConn`
+  with no deadline; `ClientConfig.Timeout` is "the maximum amount of time for the TCP connection
+  to establish"), so the version exchange, key exchange and authentication wait as long as the
+  server takes: a wedged sshd that accepted the connection hangs the command for ever. The same
+  holds for `proxyClient.Dial` (the jump host's `direct-tcpip` channel), `NewSession` and
+  `Setenv`. The only bound is the TCP keepalive Go's dialer turns on by default (net/dial.go:
+  idle 15 s, interval 15 s, 9 probes), which ends a connection whose peer vanished (~150 s)
+  but never one whose kernel still answers.
 - `commandOutputs.go`: a new session per run; each `environment` entry is sent as an `env`
   request *with a reply* before `exec`, and a refusal fails the command with
   `could not set environment variable "K": ssh: setenv failed`; PULUMI_COMMAND_STDOUT/STDERR
@@ -50,6 +59,10 @@ PER_DIAL_TIMEOUT_DEFAULT = 15
 RETRY_DELAY = 0.1
 RETRY_BACKOFF = 1.5
 RETRY_MAX_DELAY = 5.0
+# x/crypto waits without a deadline; paramiko wants a number (threading's largest wait).
+NO_TIMEOUT = threading.TIMEOUT_MAX
+# Go's net.Dialer default keepalive (net/dial.go defaultTCPKeepAliveIdle/Interval/Count).
+GO_KEEPALIVE = (15, 15, 9)
 
 
 class RemoteCommandError(Exception):
@@ -289,6 +302,8 @@ class _ExecTransport(paramiko.Transport):
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
         self._executor_reply_waiters: dict[int, list[Any]] = {}
+        # paramiko arms a (non-daemon) timer for the key exchange; x/crypto has none.
+        self.packetizer.start_handshake = lambda _timeout: None  # type: ignore[method-assign]
 
 
 _HOST_KEY_ALGORITHMS = {
@@ -355,9 +370,9 @@ class _SSHSession:
         m.add_string(name)
         m.add_string(value)
         transport._send_user_message(m)
-        deadline = time.monotonic() + 30
+        # x/crypto's Session.Setenv waits for the reply without a deadline.
         while not waiter[0].wait(0.1):
-            if chan.closed or not transport.is_active() or time.monotonic() > deadline:
+            if chan.closed or not transport.is_active():
                 transport._executor_reply_waiters.pop(chan.get_id(), None)  # type: ignore[attr-defined]
                 return False
         return bool(waiter[1])
@@ -459,7 +474,8 @@ class SSHTransport:
     def open_session(self, connection: Connection) -> Session:
         transports = self._dial(connection)
         try:
-            channel = transports[-1].open_session(timeout=30)
+            # x/crypto's Client.NewSession waits for the channel confirmation without a deadline.
+            channel = transports[-1].open_session(timeout=NO_TIMEOUT)
         except (paramiko.SSHException, OSError) as exc:
             for transport in reversed(transports):
                 transport.close()
@@ -496,6 +512,7 @@ class SSHTransport:
         except OSError as exc:
             raise _DialAttemptError(_tcp_error(endpoint.address, exc)) from None
         sock.settimeout(None)
+        _go_keepalive(sock)
         return _handshake(sock, prepared)
 
     def _dial_via(self, proxy: paramiko.Transport, prepared: _Prepared) -> paramiko.Transport:
@@ -505,7 +522,9 @@ class SSHTransport:
                 "direct-tcpip",
                 (endpoint.host, endpoint.port),
                 ("127.0.0.1", 0),
-                timeout=endpoint.per_dial_timeout or None,
+                # connection.go `Dial`: `proxyClient.Dial("tcp", endpoint)` has no deadline
+                # (perDialTimeout is the jump host's own TCP connect only).
+                timeout=NO_TIMEOUT,
             )
         except paramiko.ChannelException as exc:
             raise _DialAttemptError(f"ssh: rejected: connect failed ({exc.text})") from None
@@ -525,15 +544,30 @@ class _Prepared:
         )
 
 
+def _go_keepalive(sock: socket.socket) -> None:
+    """The TCP keepalive Go's `net.Dialer` sets on every connection it dials (net/dial.go)."""
+    idle, interval, count = GO_KEEPALIVE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 def _handshake(sock: Any, prepared: _Prepared) -> paramiko.Transport:
+    """`ssh.NewClientConn` (x/crypto v0.48.0 ssh/client.go `clientHandshake`): version exchange,
+    key exchange, host key check, authentication, none of them under a deadline."""
     endpoint = prepared.endpoint
     transport = _ExecTransport(sock)
+    # paramiko bounds the banner (15 s) and authentication (30 s) by default (the key exchange
+    # timer is off in _ExecTransport); x/crypto bounds none of them, so neither does the imitation.
+    transport.banner_timeout = NO_TIMEOUT
+    transport.auth_timeout = NO_TIMEOUT
     try:
         if prepared.pinned is not None:
             key_type = prepared.pinned[0]
             transport.get_security_options().key_types = _HOST_KEY_ALGORITHMS.get(key_type, (key_type,))
         try:
-            transport.start_client(timeout=max(endpoint.per_dial_timeout, 15))
+            transport.start_client(timeout=None)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             text = str(exc) or type(exc).__name__
             if "no acceptable host key" in text and prepared.pinned is not None:

@@ -1,0 +1,352 @@
+"""`runner-fleet host-keys` and the scan behind it, against SSH servers on 127.0.0.1 only:
+a paramiko server with a known host key, a listener that accepts and never answers (a wedged
+sshd), one that sends its banner and then stalls, and a closed port."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+import yaml
+
+from fleet import cli, hostkeys
+
+STACK = "lab"
+
+
+def _ed25519(tmp_path: Path, name: str) -> tuple[paramiko.PKey, str]:
+    """A fresh ed25519 key (ssh-keygen: paramiko cannot generate ed25519) and its public line."""
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    public = " ".join(path.with_suffix(".pub").read_text().split()[:2])
+    return paramiko.PKey.from_path(path), public
+
+
+class _Server(paramiko.ServerInterface):
+    pass
+
+
+class SSHServer:
+    """A paramiko SSH server on 127.0.0.1 that completes key exchanges with `host_key`."""
+
+    def __init__(self, host_key: paramiko.PKey) -> None:
+        self.host_key = host_key
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._transports: list[paramiko.Transport] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(self.host_key)
+            self._transports.append(transport)
+            # The scan hangs up after the key exchange.
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=_Server())
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for transport in self._transports:
+            transport.close()
+
+
+class SilentListener:
+    """Accepts TCP connections and sends nothing (`banner` first, if given): a wedged sshd."""
+
+    def __init__(self, banner: bytes = b"") -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.banner = banner
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.banner:
+                conn.sendall(self.banner)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """The config refuses loopback addresses, so stack files name example.net machines; every pin
+    read from them is pointed at 127.0.0.1, where the test's servers listen (nothing else is dialled)."""
+    read = hostkeys.read_pins
+
+    def on_loopback(config_file):
+        return [
+            dataclasses.replace(p, address="127.0.0.1", jump=dataclasses.replace(p.jump, address="127.0.0.1"))
+            if p.jump
+            else dataclasses.replace(p, address="127.0.0.1")
+            for p in read(config_file)
+        ]
+
+    monkeypatch.setattr(hostkeys, "read_pins", on_loopback)
+    return read
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return {"old": _ed25519(tmp_path, "old"), "new": _ed25519(tmp_path, "new")}
+
+
+def _pin(port: int, pinned: str, name: str = "runner-a", path: str = "runner-fleet:hosts[0].hostKey") -> hostkeys.Pin:
+    return hostkeys.Pin(name, "127.0.0.1", port, "root", pinned, path)
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def _stack_file(tmp_path: Path, hosts: list[tuple[str, int, str]], prometheus: tuple[int, str] | None = None) -> Path:
+    config = {
+        "runner-fleet:hosts": [
+            {
+                "name": name,
+                "address": f"{name}.example.net",
+                "sshPort": port,
+                "hostKey": key,
+                "role": "primary" if i == 0 else "secondary",
+                "exporterPort": 9102,
+                "runners": [{"name": f"{name}-r"}],
+            }
+            for i, (name, port, key) in enumerate(hosts)
+        ]
+    }
+    if prometheus is not None:
+        port, key = prometheus
+        config["runner-fleet:prometheus"] = {"address": "monitor.example.net", "sshPort": port, "hostKey": key}
+    path = tmp_path / f"Pulumi.{STACK}.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return path
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = cli.sys.stdout, cli.sys.stderr
+    cli.sys.stdout, cli.sys.stderr = out, err
+    try:
+        code = cli.main(list(argv))
+    finally:
+        cli.sys.stdout, cli.sys.stderr = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+# --- fingerprints -------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_what_ssh_keygen_prints(keys, tmp_path):
+    _, public = keys["old"]
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", str(tmp_path / "old.pub")], check=True, capture_output=True, text=True
+    ).stdout
+    assert hostkeys.fingerprint(public) == listed.split()[1]
+
+
+# --- the scan -----------------------------------------------------------------------------------
+
+
+def test_the_pinned_key_matches(keys):
+    server = SSHServer(keys["old"][0])
+    try:
+        result = hostkeys.scan(_pin(server.port, keys["old"][1]), timeout=5)
+    finally:
+        server.close()
+    assert result.status == hostkeys.MATCH, result.detail
+    assert result.presented == keys["old"][1]
+
+
+def test_a_rebuilt_host_is_a_mismatch_with_both_fingerprints_and_the_repin_command(keys):
+    server = SSHServer(keys["new"][0])
+    pin = _pin(server.port, keys["old"][1])
+    try:
+        result = hostkeys.scan(pin, timeout=5)
+    finally:
+        server.close()
+    assert result.status == hostkeys.MISMATCH
+    assert result.presented == keys["new"][1]
+    line = hostkeys.describe(result, STACK)
+    assert line.startswith(f"runner-a (127.0.0.1:{server.port}): host key mismatch")
+    assert hostkeys.fingerprint(keys["old"][1]) in line and hostkeys.fingerprint(keys["new"][1]) in line
+    command = f"pulumi config set --stack lab --path 'runner-fleet:hosts[0].hostKey' '{keys['new'][1]}'"
+    assert line.endswith(command)
+    # The command is one a shell runs as meant: the value is the presented key, as one argument.
+    assert shlex.split(command)[-1] == keys["new"][1]
+
+
+def test_a_wedged_sshd_is_reported_within_the_timeout():
+    listener = SilentListener()
+    try:
+        started = time.monotonic()
+        result = hostkeys.scan(_pin(listener.port, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="), timeout=1.5)
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert result.status == hostkeys.NO_BANNER
+    assert elapsed < 3.5, elapsed
+    line = hostkeys.describe(result, STACK)
+    assert "sent no SSH banner in 1.5 s" in line and "restart sshd" in line
+    print(f"\nwedged sshd (no banner) reported after {elapsed:.1f} s (timeout 1.5 s)")
+
+
+def test_a_stalled_key_exchange_is_reported_within_the_timeout():
+    listener = SilentListener(banner=b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    try:
+        started = time.monotonic()
+        result = hostkeys.scan(_pin(listener.port, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="), timeout=1.5)
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert result.status == hostkeys.STALLED
+    assert elapsed < 3.5, elapsed
+
+
+def test_a_closed_port_is_unreachable():
+    result = hostkeys.scan(_pin(_closed_port(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="), timeout=2)
+    assert result.status == hostkeys.UNREACHABLE
+    assert "refused" in result.detail
+
+
+def test_a_machine_behind_a_jump_host_needs_the_ssh_key(keys):
+    jump = _pin(_closed_port(), keys["old"][1], "runner-a (jump host)", "runner-fleet:hosts[0].jumpHost.hostKey")
+    pin = hostkeys.Pin("runner-a", "10.0.0.9", 22, "root", keys["old"][1], "runner-fleet:hosts[0].hostKey", jump)
+    result = hostkeys.scan(pin, timeout=1)
+    assert result.status == hostkeys.NOT_SCANNED and "--ssh-key" in result.detail
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def test_host_keys_exit_codes_and_json(keys, tmp_path):
+    good = SSHServer(keys["old"][0])
+    rebuilt = SSHServer(keys["new"][0])
+    try:
+        stack_file = _stack_file(
+            tmp_path, [("runner-a", good.port, keys["old"][1]), ("runner-b", rebuilt.port, keys["old"][1])]
+        )
+        code, out, err = _cli("host-keys", "--stack", STACK, "--config-file", str(stack_file), "--timeout", "5")
+        assert code == 1, err
+        lines = out.splitlines()
+        assert lines[0].startswith(f"runner-a (127.0.0.1:{good.port}): presents the pinned ssh-ed25519 key SHA256:")
+        assert lines[1].startswith(f"runner-b (127.0.0.1:{rebuilt.port}): host key mismatch")
+        assert f"--path 'runner-fleet:hosts[1].hostKey' '{keys['new'][1]}'" in lines[1]
+
+        code, out, _ = _cli("host-keys", "--stack", STACK, "--config-file", str(stack_file), "--timeout", "5", "--json")
+        report = json.loads(out)
+        assert code == 1 and report["exit_code"] == 1
+        machines = {m["machine"]: m for m in report["machines"]}
+        assert machines["runner-a"]["status"] == "match" and machines["runner-a"]["repin_command"] is None
+        b = machines["runner-b"]
+        assert b["status"] == "mismatch"
+        assert b["pinned_fingerprint"] == hostkeys.fingerprint(keys["old"][1])
+        assert b["presented_fingerprint"] == hostkeys.fingerprint(keys["new"][1])
+        assert b["repin_command"].endswith(shlex.quote(keys["new"][1]))
+
+        # After re-pinning (the value the command sets), everything matches: exit 0.
+        stack_file = _stack_file(
+            tmp_path, [("runner-a", good.port, keys["old"][1]), ("runner-b", rebuilt.port, keys["new"][1])]
+        )
+        code, out, _ = _cli("host-keys", "--stack", STACK, "--config-file", str(stack_file), "--timeout", "5")
+        assert code == 0, out
+    finally:
+        good.close()
+        rebuilt.close()
+
+
+def test_host_keys_exit_3_when_a_machine_cannot_be_scanned(keys, tmp_path):
+    good = SSHServer(keys["old"][0])
+    wedged = SilentListener()
+    try:
+        stack_file = _stack_file(tmp_path, [("runner-a", good.port, keys["old"][1])], (wedged.port, keys["old"][1]))
+        started = time.monotonic()
+        code, out, _ = _cli("host-keys", "--stack", STACK, "--config-file", str(stack_file), "--timeout", "1.5")
+        elapsed = time.monotonic() - started
+    finally:
+        good.close()
+        wedged.close()
+    assert code == 3, out
+    assert f"monitoring host (127.0.0.1:{wedged.port}): sshd accepted the connection but sent no SSH banner" in out
+    # Machines are scanned in parallel: the whole run takes about one timeout.
+    assert elapsed < 4, elapsed
+
+
+def test_host_keys_usage_errors(tmp_path):
+    code, _, err = _cli("host-keys", "--stack", STACK, "--config-file", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "cannot read" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"config": {"runner-fleet:hosts": [{"name": "x"}]}}))
+    code, _, err = _cli("host-keys", "--stack", STACK, "--config-file", str(bad))
+    assert code == 2 and "runner-fleet:hosts[0]" in err
+
+
+def test_host_keys_help_lists_the_exit_codes():
+    with pytest.raises(SystemExit) as exc:
+        _cli("host-keys", "--help")
+    assert exc.value.code == 0
+
+
+def test_pins_name_every_config_path(keys, tmp_path, loopback_only):
+    stack_file = _stack_file(tmp_path, [("a", 22, keys["old"][1]), ("b", 22, keys["new"][1])], (22, keys["old"][1]))
+    pins = loopback_only(stack_file)
+    assert pins[0].address == "a.example.net"
+    assert [(p.machine, p.config_path) for p in pins] == [
+        ("a", "runner-fleet:hosts[0].hostKey"),
+        ("b", "runner-fleet:hosts[1].hostKey"),
+        ("monitoring host", "runner-fleet:prometheus.hostKey"),
+    ]
+
+
+# --- the program's check -------------------------------------------------------------------------
+
+
+def test_the_reach_check_is_off_under_unit_test_mocks(monkeypatch):
+    """Unit tests run the program with committed stack configs: it must never dial their addresses."""
+    from pulumi.runtime import mocks, settings
+
+    class Plain(mocks.MockMonitor):
+        pass
+
+    class Lab(mocks.MockMonitor):
+        reaches_hosts = True
+
+    monkeypatch.delenv(hostkeys.REACH_CHECK_ENV, raising=False)
+    monkeypatch.setattr(settings.SETTINGS, "monitor", Plain.__new__(Plain), raising=False)
+    assert not hostkeys.reach_check_enabled()
+    monkeypatch.setattr(settings.SETTINGS, "monitor", Lab.__new__(Lab), raising=False)
+    assert hostkeys.reach_check_enabled()
+    monkeypatch.setenv(hostkeys.REACH_CHECK_ENV, "off")
+    assert not hostkeys.reach_check_enabled()
