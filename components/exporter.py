@@ -48,6 +48,7 @@ def collector_units_content(stack: str) -> tuple[str, str]:
             "conf_dir": layout.metrics_conf_dir(stack),
             "metrics_file": layout.metrics_file(stack),
             "textfile_dir": layout.textfile_dir(stack),
+            "spool_dir": layout.spool_root(stack),
         },
     )
     timer = shell.host_file("runner-metrics.timer.tmpl", {"stack": stack, "service_unit": service_name})
@@ -122,6 +123,7 @@ class ExporterService(pulumi.ComponentResource):
             "TIMER_UNIT": timer_unit,
             "CONF_DIR": layout.metrics_conf_dir(stack),
             "METRICS_FILE": layout.metrics_file(stack),
+            "SPOOL_ROOT": layout.spool_root(stack),
         }
         self.runner_metrics = machine.command(
             f"{name}-runner-metrics",

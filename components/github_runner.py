@@ -193,6 +193,9 @@ class GitHubRunner(pulumi.ComponentResource):
                     "UNIT": unit,
                     "METRICS_CONF": conf,
                     "METRICS_CONF_CONTENT": conf_content,
+                    "SPOOL_DIR": layout.runner_spool(stack, runner),
+                    "HOOKS_DIR": layout.runner_hooks_dir(stack, runner),
+                    "HOOK_SCRIPT": shell.host_file_text("runner-hook.sh"),
                 },
             ),
             delete=ScriptAfter(
@@ -203,6 +206,8 @@ class GitHubRunner(pulumi.ComponentResource):
                     "UNIT_DIR": layout.SYSTEMD_DIR,
                     "UNIT": unit,
                     "METRICS_CONF": conf,
+                    "SPOOL_DIR": layout.runner_spool(stack, runner),
+                    "HOOKS_DIR": layout.runner_hooks_dir(stack, runner),
                 },
                 first=Script(
                     "runner-service.retire.sh",

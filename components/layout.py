@@ -78,6 +78,22 @@ def collector_path(stack: str) -> str:
     return f"{install_root(stack)}/bin/runner-metrics"
 
 
+def spool_root(stack: str) -> str:
+    """Root-owned (0755): one spool directory per runner below it (monitoring/METRICS.md §3)."""
+    return f"{state_root(stack)}/spool"
+
+
+def runner_spool(stack: str, runner: str) -> str:
+    """Where the runner's job hooks leave their records: root-owned, sticky, the runner user's
+    group may add entries (1770); the collector reads and deletes them."""
+    return f"{spool_root(stack)}/{runner}"
+
+
+def runner_hooks_dir(stack: str, runner: str) -> str:
+    """The runner's job hooks (job-started.sh, job-completed.sh), root-owned, named in its .env."""
+    return f"{install_root(stack)}/hooks/{runner}"
+
+
 def exporter_unit(stack: str) -> str:
     return f"runner-fleet-{stack}-node-exporter.service"
 

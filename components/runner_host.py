@@ -13,6 +13,10 @@ from components.exporter import ExporterArgs, ExporterService
 from components.github_runner import GitHubRunner, GitHubRunnerArgs
 from components.remote import Machine, Script
 
+# How long the preflight may spend installing the runner's native dependencies (apt-get update,
+# then the packages) before it fails, leaving the rest to the next run.
+DEPENDENCY_TIMEOUT_SECONDS = 900
+
 
 @dataclass(frozen=True)
 class RunnerHostArgs:
@@ -23,6 +27,7 @@ class RunnerHostArgs:
     runner_user: str
     exporter: ExporterArgs
     runners: tuple[GitHubRunnerArgs, ...]
+    install_dependencies: bool = False  # the preflight installs libicu & co. with apt-get
 
 
 class RunnerHost(pulumi.ComponentResource):
@@ -30,7 +35,12 @@ class RunnerHost(pulumi.ComponentResource):
 
     Children:
     - `{name}-preflight`: fails fast, listing every reason, when the host is unfit
-      (not Linux/systemd, wrong arch, no passwordless sudo, too little disk, missing tools).
+      (not Linux/systemd, wrong arch, no passwordless sudo, too little disk, missing tools, the
+      runner's native dependencies missing); with `install_dependencies` it first installs
+      those with apt-get, bounded by DEPENDENCY_TIMEOUT_SECONDS.
+
+    Protection comes from `opts` (the program sets `protect` from the stack config): every
+    child inherits it, so a protected host can be neither deleted nor replaced by the engine.
     - `{name}-runner-user`: the stack's dedicated non-root runner user and install root.
     - `{name}-exporter` (ExporterService): this stack's node exporter and runner metrics.
     - one GitHubRunner per configured runner instance.
@@ -61,6 +71,8 @@ class RunnerHost(pulumi.ComponentResource):
                     "EXPECTED_ARCH": UNAME_ARCH[args.arch],
                     "MIN_DISK_MB": args.min_disk_mb,
                     "INSTALL_ROOT": layout.install_root(stack),
+                    "INSTALL_DEPENDENCIES": args.install_dependencies,
+                    "DEPENDENCY_TIMEOUT": DEPENDENCY_TIMEOUT_SECONDS,
                 },
                 sudo=False,
             ),

@@ -74,8 +74,13 @@ DOTCOM_URL = "https://github.com"
 DOTCOM_API_URL = "https://api.github.com"
 
 SECRET_KEYS = ("githubToken", "sshPrivateKey")
+# Plain (non-structured) keys: `protect` is true or false.
+SCALAR_KEYS = ("protect",)
 OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter")
-KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS)
+KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS + SCALAR_KEYS)
+# Stacks whose resources are protected unless `runner-fleet:protect: false` says otherwise: the
+# stack name is the environment (runner labels and the policy pack say so too).
+PROTECTED_STACKS = ("production",)
 
 # Labels GitHub matches jobs by that a Linux runner must not carry: a job asking for them would
 # be sent to this runner and fail there.
@@ -636,6 +641,11 @@ class HostSpec(_Model):
     exporter_port: ExporterPort
     runner_user: RunnerUser | None = None
     min_disk_mb: int = Field(default=2048, ge=0, strict=True)
+    # The runner's native dependencies (libicu, libssl, ...): installed by the preflight when true,
+    # otherwise only checked (a missing one fails the preflight, naming this key).
+    install_dependencies: StrictBool = False
+    # Overrides the stack's `protect` for everything on this host (false: the step before retiring it).
+    protect: StrictBool | None = None
     runners: tuple[RunnerSpec, ...] = Field(min_length=1)
 
     @property
@@ -691,9 +701,14 @@ class FleetConfig:
     runner: Artifact
     exporter: Artifact
     secrets: Secrets
+    protect: bool = False  # runner-fleet:protect, resolved (default: the stack is in PROTECTED_STACKS)
 
     def runner_user(self, host: HostSpec) -> str:
         return host.runner_user or default_runner_user(self.stack)
+
+    def host_protected(self, host: HostSpec) -> bool:
+        """Whether everything on `host` is protected from deletion and replacement."""
+        return self.protect if host.protect is None else host.protect
 
 
 def default_runner_user(stack: str) -> str:
@@ -829,6 +844,13 @@ def _is_secret(full_key: str) -> bool:
 
 
 def _decode(key: str, value: Any, problems: list[Problem]) -> Any:
+    if key in SCALAR_KEYS and value is not None:
+        # `pulumi config set runner-fleet:protect false` and a YAML `false` both arrive as "false".
+        decoded = {"true": True, "false": False}.get(value) if isinstance(value, str) else value
+        if not isinstance(decoded, bool):
+            problems.append((_path(key), f"must be true or false, got {_short(value)}"))
+            return None
+        return decoded
     if key in OBJECT_KEYS and isinstance(value, str):
         try:
             return json.loads(value)
@@ -969,6 +991,7 @@ def load(stack: str | None = None) -> FleetConfig:
             github_token=settings.require_secret("githubToken"),
             ssh_private_key=settings.require_secret("sshPrivateKey"),
         ),
+        protect=stack in PROTECTED_STACKS if values["protect"] is None else values["protect"],
     )
 
 

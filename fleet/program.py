@@ -80,6 +80,7 @@ def host_args(fleet: FleetConfig, host: HostSpec) -> RunnerHostArgs:
         host_name=host.name,
         arch=host.arch,
         min_disk_mb=host.min_disk_mb,
+        install_dependencies=host.install_dependencies,
         runner_user=user,
         exporter=ExporterArgs(
             stack=fleet.stack,
@@ -124,14 +125,34 @@ def prometheus_args(fleet: FleetConfig, targets: tuple[ScrapeTarget, ...]) -> Pr
     )
 
 
+def protected(protect: bool) -> pulumi.ResourceOptions:
+    """`protect` on a component: the SDK hands it down to every child, so with it the engine
+    refuses to delete or replace anything of that component (README "Safeguards")."""
+    return pulumi.ResourceOptions(protect=protect)
+
+
+def unprotected_hosts_notice(fleet: FleetConfig) -> list[str]:
+    """One line per host that `hosts[].protect: false` leaves unprotected in a protected stack."""
+    return [
+        f"runner-fleet: host {host.name} is not protected (runner-fleet:hosts[{i}].protect: false): "
+        "removing it from runner-fleet:hosts, or a change that replaces it, now retires its runners; "
+        "remove the key again to protect it"
+        for i, host in enumerate(fleet.hosts)
+        if fleet.protect and not fleet.host_protected(host)
+    ]
+
+
 def build_fleet(fleet: FleetConfig) -> Fleet:
-    scope = GitHubScope("github", scope_args(fleet))
+    for line in unprotected_hosts_notice(fleet):
+        pulumi.log.warn(line)
+    scope = GitHubScope("github", scope_args(fleet), opts=protected(fleet.protect))
     hosts = [
         RunnerHost(
             host.name,
             host_args(fleet, host),
             machine=machine(fleet, host),
             github_dependencies=list(scope.groups),
+            opts=protected(fleet.host_protected(host)),
         )
         for host in fleet.hosts
     ]
@@ -148,6 +169,7 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
         "prometheus",
         prometheus_args(fleet, targets),
         machine=machine(fleet, fleet.prometheus),
+        opts=protected(fleet.protect),
     )
     return Fleet(scope=scope, hosts=hosts, prometheus=prometheus)
 

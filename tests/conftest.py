@@ -124,6 +124,7 @@ class Registration:
     delete_before_replace: bool
     additional_secret_outputs: list[str]
     outputs: dict[str, Any] = field(default_factory=dict)
+    protect: bool | None = None  # the request's protect (None: not set)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -241,6 +242,7 @@ def run_under_mocks(
                 delete_before_replace=request.deleteBeforeReplace,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 outputs=mocks.outputs.get(request.name, {}),
+                protect=request.protect if request.HasField("protect") else None,
             )
         )
     return ProgramRun(resources=resources, calls=mocks.calls, outputs=exports)

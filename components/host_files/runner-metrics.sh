@@ -231,6 +231,8 @@ if [[ -n "$spool_dir" && -d "$spool_dir" && ! -L "$spool_dir" ]]; then
         verdict=spool_full
       elif ((judged >= max_per_run)); then
         continue
+      elif [[ "$file" == .* ]] && (($(date +%s) - $(stat -c %Y -- "$spool/$file" 2>/dev/null || echo 0) < 60)); then
+        continue # a record the hook is writing (it renames it into place)
       elif [[ "$file" == dropped ]]; then
         # The hook's note that it dropped records at a full spool: counts once per collection.
         verdict=spool_full

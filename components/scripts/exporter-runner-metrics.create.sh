@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the runner metrics collector (script + oneshot service + 15 s timer) for this stack
 # and runs it once, so the exporter serves runner metrics as soon as the deploy finishes.
+# SPOOL_ROOT holds one job-hook spool per runner (runner-service.create.sh makes each).
 # Inputs: HOST_NAME COLLECTOR_PATH COLLECTOR UNIT_DIR SERVICE_UNIT SERVICE_CONTENT TIMER_UNIT
-#         TIMER_CONTENT CONF_DIR TEXTFILE_DIR METRICS_FILE
+#         TIMER_CONTENT CONF_DIR TEXTFILE_DIR METRICS_FILE SPOOL_ROOT
 set -euo pipefail
 : "${HOST_NAME:?}" "${COLLECTOR_PATH:?}" "${COLLECTOR:?}" "${UNIT_DIR:?}" "${SERVICE_UNIT:?}" "${SERVICE_CONTENT:?}"
-: "${TIMER_UNIT:?}" "${TIMER_CONTENT:?}" "${CONF_DIR:?}" "${TEXTFILE_DIR:?}" "${METRICS_FILE:?}"
+: "${TIMER_UNIT:?}" "${TIMER_CONTENT:?}" "${CONF_DIR:?}" "${TEXTFILE_DIR:?}" "${METRICS_FILE:?}" "${SPOOL_ROOT:?}"
 # @include lib.sh
 
-install -d -m 0755 "$CONF_DIR" "$TEXTFILE_DIR"
+install -d -m 0755 "$CONF_DIR" "$TEXTFILE_DIR" "$SPOOL_ROOT"
 write_if_changed "$COLLECTOR_PATH" 0755 "$COLLECTOR" || true
 write_if_changed "$UNIT_DIR/$SERVICE_UNIT" 0644 "$SERVICE_CONTENT" || true
 write_if_changed "$UNIT_DIR/$TIMER_UNIT" 0644 "$TIMER_CONTENT" || true

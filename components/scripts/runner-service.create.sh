@@ -4,10 +4,15 @@
 # itself reports that it is listening for jobs. Converges after a kill at any point: svc.sh writes
 # the unit, then copies runsvc.sh, enables the unit and writes the `.service` marker last, so a
 # unit of this directory without the marker is an install to redo.
+# Job hooks (monitoring/METRICS.md §3): HOOK_SCRIPT installed as HOOKS_DIR/job-started.sh and
+# job-completed.sh, named in the runner's .env (which the listener reads at start, so a changed
+# .env restarts the service) with the runner's spool SPOOL_DIR, root-owned and sticky, to which
+# only the runner user's group may add records.
 # Inputs: RUNNER_NAME RUNNER_DIR RUNNER_USER UNIT_DIR UNIT METRICS_CONF METRICS_CONF_CONTENT
+#         SPOOL_DIR HOOKS_DIR HOOK_SCRIPT
 set -euo pipefail
 : "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${RUNNER_USER:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
-: "${METRICS_CONF_CONTENT:?}"
+: "${METRICS_CONF_CONTENT:?}" "${SPOOL_DIR:?}" "${HOOKS_DIR:?}" "${HOOK_SCRIPT:?}"
 # @include lib.sh
 
 # svc.sh names the unit and records the name in .service; that record is the truth (UNIT is
@@ -40,10 +45,46 @@ dropin=$(runner_unit_dropin "$unit_file")
 if write_if_changed "$dropin" 0644 "$(runner_unit_dropin_content)"; then
   say "$RUNNER_NAME: service $unit restarts on failure and stops within 60 s ($dropin)"
 fi
+
+install -d -m 0755 "$(dirname "$SPOOL_DIR")" "$HOOKS_DIR"
+install -d -m 1770 -o root -g "$(id -gn "$RUNNER_USER")" "$SPOOL_DIR"
+for hook in job-started.sh job-completed.sh; do
+  write_if_changed "$HOOKS_DIR/$hook" 0755 "$HOOK_SCRIPT" || true
+done
+# The runner's .env: its other lines kept, the hook lines replaced; owner and mode kept (config.sh
+# made it as the runner user). Written beside it and renamed, so a kill leaves the old or the new.
+env_file="$RUNNER_DIR/.env"
+env_now=$(cat -- "$env_file" 2>/dev/null || true)
+env_want=$(
+  grep -v -E '^(ACTIONS_RUNNER_HOOK_JOB_STARTED|ACTIONS_RUNNER_HOOK_JOB_COMPLETED|RUNNER_FLEET_JOB_SPOOL)=' \
+    <<<"$env_now" | grep -v '^$' || true
+  echo "ACTIONS_RUNNER_HOOK_JOB_STARTED=$HOOKS_DIR/job-started.sh"
+  echo "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=$HOOKS_DIR/job-completed.sh"
+  echo "RUNNER_FLEET_JOB_SPOOL=$SPOOL_DIR"
+)
+env_changed=false
+if [[ "$env_now" != "$env_want" ]]; then
+  printf '%s\n' "$env_want" >"$env_file.runner-fleet.tmp"
+  if [[ -f "$env_file" ]]; then
+    chmod --reference="$env_file" "$env_file.runner-fleet.tmp"
+  else
+    chmod 0644 "$env_file.runner-fleet.tmp"
+  fi
+  chown "$RUNNER_USER:" "$env_file.runner-fleet.tmp"
+  mv -f -- "$env_file.runner-fleet.tmp" "$env_file"
+  env_changed=true
+  say "$RUNNER_NAME: job hooks set in $env_file (records to $SPOOL_DIR)"
+fi
+
 # Always: a run killed between writing the drop-in and reloading must not leave systemd behind.
 systemctl daemon-reload
 systemctl enable --quiet "$unit"
-systemctl start "$unit"
+if [[ "$env_changed" == true ]] && systemctl is-active --quiet "$unit"; then
+  say "$RUNNER_NAME: restarting service $unit: the listener reads .env only at start"
+  systemctl restart "$unit"
+else
+  systemctl start "$unit"
+fi
 
 if write_if_changed "$METRICS_CONF" 0644 "${METRICS_CONF_CONTENT/"unit=$UNIT"/"unit=$unit"}"; then
   say "$RUNNER_NAME: metrics collector configured ($METRICS_CONF)"

@@ -2,9 +2,9 @@
 # Stops and uninstalls the runner's service and forgets it in the metrics collector. Only a unit
 # that runs this runner directory is touched: on GitHub Enterprise Server another stack's runner
 # of the same name has the same unit name.
-# Inputs: RUNNER_NAME RUNNER_DIR UNIT_DIR UNIT METRICS_CONF
+# Inputs: RUNNER_NAME RUNNER_DIR UNIT_DIR UNIT METRICS_CONF SPOOL_DIR HOOKS_DIR
 set -euo pipefail
-: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}"
+: "${RUNNER_NAME:?}" "${RUNNER_DIR:?}" "${UNIT_DIR:?}" "${UNIT:?}" "${METRICS_CONF:?}" "${SPOOL_DIR:?}" "${HOOKS_DIR:?}"
 # @include lib.sh
 
 rm -f -- "$METRICS_CONF"
@@ -42,3 +42,6 @@ if [[ "$reload" == true ]]; then
   systemctl reset-failed "$unit" 2>/dev/null || true
 fi
 rm -f -- "$marker"
+# The runner's job hooks and the records they left that the collector has not read.
+rm -rf -- "$SPOOL_DIR" "$HOOKS_DIR"
+rmdir --ignore-fail-on-non-empty -- "$(dirname "$HOOKS_DIR")" 2>/dev/null || true

@@ -182,6 +182,24 @@ CASES: dict[str, Case] = {
         "must be true or false",
     ),
     "minDiskMb as a string": (lambda c: host(c).update(minDiskMb="2048"), "hosts[0].minDiskMb", "must be an integer"),
+    "protect as yes": (lambda c: c.update(protect="yes"), "protect", "must be true or false, got 'yes'"),
+    "protect as a number": (lambda c: c.update(protect=1), "protect", "must be true or false"),
+    "protect capitalised": (lambda c: c.update(protect="True"), "protect", "must be true or false"),
+    "host protect as a string": (
+        lambda c: host(c).update(protect="false"),
+        "hosts[0].protect",
+        "must be true or false",
+    ),
+    "installDependencies as a string": (
+        lambda c: host(c).update(installDependencies="yes"),
+        "hosts[0].installDependencies",
+        "must be true or false",
+    ),
+    "installDependencies in another spelling": (
+        lambda c: host(c).update(install_dependencies=True),
+        "hosts[0].install_dependencies",
+        "installDependencies",
+    ),
     "prometheus port as a float": (lambda c: c["prometheus"].update(port=9090.5), "prometheus.port", "an integer"),
     "runner section as a number": (lambda c: c.update(runner=5), "runner-fleet:runner", "must be a mapping"),
     "host name as a number": (lambda c: host(c).update(name=5), "hosts[0].name", "must be a string"),
@@ -631,6 +649,43 @@ CASES: dict[str, Case] = {
         "runner-fleet:allowInsecureHttp",
         "is not a known key",
     ),
+    # --- Grafana (the dashboard's provisioning on the monitoring host) ---
+    "grafana section without its provisioning directory": (
+        lambda c: c.update(grafana={"dashboardsDir": "/var/lib/grafana/dashboards"}),
+        "grafana.provisioningDir",
+        "required",
+    ),
+    "grafana provisioning dir relative": (
+        lambda c: c.update(grafana={"provisioningDir": "grafana/provisioning"}),
+        "grafana.provisioningDir",
+        "is not an absolute path",
+    ),
+    "grafana provisioning dir /etc": (
+        lambda c: c.update(grafana={"provisioningDir": "/etc"}),
+        "grafana.provisioningDir",
+        "system directory",
+    ),
+    "grafana dashboards dir under /tmp": (
+        lambda c: c.update(grafana={"provisioningDir": "/etc/grafana/provisioning", "dashboardsDir": "/tmp/d"}),  # noqa: S108
+        "grafana.dashboardsDir",
+        "world-writable",
+    ),
+    "grafana dashboards dir with ..": (
+        lambda c: c.update(grafana={"provisioningDir": "/etc/grafana/provisioning", "dashboardsDir": "/var/lib/../x"}),
+        "grafana.dashboardsDir",
+        "plain absolute path",
+    ),
+    "grafana service with a newline": (
+        lambda c: c.update(grafana={"provisioningDir": "/etc/grafana/provisioning", "service": "grafana-server\n"}),
+        "grafana.service",
+        "U+000A",
+    ),
+    "grafana as a list": (lambda c: c.update(grafana=["/etc/grafana/provisioning"]), "grafana", "mapping"),
+    "grafana key in another spelling": (
+        lambda c: c.update(grafana={"provisioning_dir": "/etc/grafana/provisioning"}),
+        "grafana.provisioning_dir",
+        "provisioningDir",
+    ),
 }
 
 
@@ -903,3 +958,13 @@ def test_ecdsa_host_keys_are_accepted():
     config = completed_stack_config("production")
     config["hosts"][0]["hostKey"] = ssh_key("ecdsa-sha2-nistp256", b"nistp256", b"\x04" + b"\x07" * 64) + " root@x"
     assert run_program(config, "production").commands()
+
+
+def test_a_stack_name_too_long_for_grafanas_dashboard_uid_is_refused_only_with_grafana(registrations):
+    """The stack's dashboard uid is runner-fleet-<stack>; Grafana refuses uids over 40 characters."""
+    stack = "a" * 28
+    config = completed_stack_config("production")
+    config["grafana"] = {"provisioningDir": "/etc/grafana/provisioning"}
+    message = refused(config, stack, registrations)
+    assert f"runner-fleet:grafana: the stack's dashboard uid runner-fleet-{stack} is longer than the 40" in message
+    assert "at most 27 characters" in message

@@ -96,7 +96,7 @@ def expected_default(info: Any) -> str:
 
 def test_every_model_field_is_in_the_readme_table_and_nothing_else():
     documented = set(readme_rows())
-    expected = set(all_fields()) | set(config.SECRET_KEYS)
+    expected = set(all_fields()) | set(config.SECRET_KEYS) | set(config.SCALAR_KEYS)
     assert sorted(expected - documented) == [], "fields missing from README's Configuration table"
     assert sorted(documented - expected) == [], "README documents keys the models lack"
 
@@ -150,7 +150,9 @@ def test_pulumi_yaml_declares_the_required_keys_and_names_the_optional_ones():
     for key in config.SECRET_KEYS:
         assert declared[key]["secret"] is True and declared[key]["type"] == "string"
     text = (PROJECT / "Pulumi.yaml").read_text()
-    undeclared = config.KNOWN_KEYS - set(declared)
+    for key in config.SCALAR_KEYS:
+        assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"
+    undeclared = config.KNOWN_KEYS - set(declared) - set(config.SCALAR_KEYS)
     assert undeclared == {"runner", "exporter"}
     for key in undeclared:
         assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"

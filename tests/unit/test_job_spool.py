@@ -10,11 +10,13 @@ count what it refused by reason, and never take a label from a record. The job h
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -344,3 +346,116 @@ def test_version_deprecated_comes_from_the_running_listeners_newest_log(tmp_path
         "An error occurred: Runner version v2.296.2 is deprecated and cannot receive messages.\n"
     )
     assert stopped.collect()['github_runner_version_deprecated{runner="prod-a"}'] == "0"
+
+
+class JobsApi:
+    """GitHub's "list jobs for a workflow run attempt" for one run, on a local port."""
+
+    def __init__(self, jobs: list[dict[str, Any]], status: int = 200):
+        self.jobs, self.status, self.paths = jobs, status, []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                api.paths.append(self.path)
+                body = json.dumps({"total_count": len(api.jobs), "jobs": api.jobs}).encode()
+                self.send_response(api.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api/v3"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_hook(tmp_path: Path, event: str, spool: Path, api_url: str, runner: str = "prod-a") -> str:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    hook = hooks / f"job-{event}.sh"
+    hook.write_text(shell.host_file_text("runner-hook.sh"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "RUNNER_FLEET_JOB_SPOOL": str(spool),
+        "GITHUB_API_URL": api_url,
+        "GITHUB_REPOSITORY": "example-org/app",
+        "GITHUB_RUN_ID": "456",
+        "GITHUB_RUN_ATTEMPT": "1",
+        "RUNNER_NAME": runner,
+    }
+    # As actions/runner runs a .sh hook: bash -e <path> (JobHookProvider.cs, ScriptHandler).
+    done = subprocess.run(["bash", "-e", str(hook)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, "a hook must never fail the job"
+    return done.stdout + done.stderr
+
+
+@needs_root
+def test_the_job_hooks_record_the_jobs_own_data_and_the_collector_takes_it(host: Host, tmp_path: Path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    created, start = now - timedelta(seconds=95), now - timedelta(seconds=20)
+    job = {
+        "id": 789,
+        "run_id": 456,
+        "status": "in_progress",
+        "conclusion": None,
+        "created_at": iso(created),
+        "started_at": iso(start),
+        "runner_name": "prod-a",
+        "steps": [{"name": "Set up job", "status": "completed", "conclusion": "success"}],
+    }
+    other = {**job, "id": 790, "runner_name": "prod-b", "created_at": iso(now - timedelta(seconds=1))}
+    api = JobsApi([other, job])
+    try:
+        spool = host.spool / "prod-a"
+        out = run_hook(tmp_path, "started", spool, api.url)
+        assert api.paths[0] == "/api/v3/repos/example-org/app/actions/runs/456/attempts/1/jobs?per_page=100&page=1"
+        (record,) = [p for p in spool.iterdir()]
+        assert re.fullmatch(r"\d{13}-started-[a-z0-9]{12}\.json", record.name), record.name
+        assert json.loads(record.read_text()) == {
+            "event": "started",
+            "job_id": 789,
+            "run_id": 456,
+            "created_at": iso(created),
+            "started_at": iso(start),
+        }, out
+        job["steps"].append({"name": "build", "status": "completed", "conclusion": "failure"})
+        run_hook(tmp_path, "completed", spool, api.url)
+        values = host.collect()
+    finally:
+        api.close()
+    assert values[q("prod-a", "60")] == "0" and values[q("prod-a", "120")] == "1"  # waited 75 s
+    assert values['github_runner_job_queue_seconds_sum{runner="prod-a"}'] == "75.000"
+    assert values['github_runner_job_duration_seconds_count{runner="prod-a",outcome="failed"}'] == "1"
+    assert values[rejected("prod-a", "malformed")] == "0"
+    assert list(spool.iterdir()) == []
+
+
+@needs_root
+def test_a_hook_without_job_data_or_room_records_nothing_and_passes(host: Host, tmp_path: Path):
+    spool = host.spool / "prod-a"
+    api = JobsApi([], status=404)  # a private repository answers 404 without a credential
+    try:
+        out = run_hook(tmp_path, "started", spool, api.url)
+    finally:
+        api.close()
+    assert "nothing recorded" in out
+    assert list(spool.iterdir()) == []
+    out = run_hook(tmp_path, "started", spool, "http://127.0.0.1:9")  # nothing listens
+    assert "nothing recorded" in out and list(spool.iterdir()) == []
+    for i in range(1000):
+        (spool / f"{1_700_000_000_000 + i}-started-f{i:05d}.json").write_text("{}")
+    out = run_hook(tmp_path, "completed", spool, "http://127.0.0.1:9")
+    assert "spool full" in out
+    assert (spool / "dropped").exists()
+    values = host.collect()
+    assert values[rejected("prod-a", "spool_full")] == "1"
+    out = run_hook(tmp_path, "started", tmp_path / "missing", "http://127.0.0.1:9")
+    assert "no spool directory" in out
