@@ -141,6 +141,13 @@ def keyscan_command(pin: Pin) -> str:
     return f"ssh-keyscan -t {pin.key_type}{port} {pin.address}"
 
 
+def failure_line(host: str, step: str, cause: str, action: str) -> str:
+    """lib.sh's `failure_line` (where the format is defined), for the program's own failures."""
+    cause = cause.replace("\n", " ").removesuffix(".")
+    action = action.replace("\n", " ").removesuffix(".")
+    return f"runner-fleet: FAILED on {host}, step {step}: {cause}. To fix: {action}."
+
+
 def describe(scan: Scan, stack: str | None) -> str:
     """One line an operator can act on: the machine, the address, what is wrong and what to do."""
     pin = scan.pin

@@ -43,7 +43,8 @@ systemctl daemon-reload
 systemctl enable --quiet "$UNIT"
 if [[ "$changed" == true ]] || ! systemctl is-active --quiet "$UNIT"; then
   if ! systemctl is-active --quiet "$UNIT" && curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/" 2>/dev/null; then
-    die "$HOST_NAME: port $PORT is already in use by another program (hosts[].exporterPort)"
+    die "port $PORT is already in use by another program (hosts[].exporterPort)" \
+      "choose a free port for hosts[].exporterPort (ss -ltnp shows who holds $PORT), then pulumi up"
   fi
   systemctl restart "$UNIT"
 fi
@@ -61,6 +62,6 @@ if wait_for 30 exporter_answers; then
   say "$HOST_NAME: node exporter $EXPORTER_VERSION serving on :$PORT ($UNIT)"
   exit 0
 fi
-echo "runner-fleet: $HOST_NAME: node exporter is not answering on :$PORT after 30 s" >&2
-journalctl -u "$UNIT" -n 20 --no-pager >&2 || true
-exit 1
+journal=$(journalctl -u "$UNIT" -n 20 --no-pager 2>&1 || true)
+die "the node exporter ($UNIT) is not answering on :$PORT after 30 s" \
+  "read its journal above (journalctl -u $UNIT), fix what it names, then run again" "$journal"

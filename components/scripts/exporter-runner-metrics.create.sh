@@ -18,6 +18,10 @@ systemctl daemon-reload
 systemctl enable --quiet "$TIMER_UNIT"
 systemctl start "$TIMER_UNIT"
 timeout 60 systemctl start "$SERVICE_UNIT" ||
-  die "$HOST_NAME: the runner metrics collector failed: $(journalctl -u "$SERVICE_UNIT" -n 10 --no-pager 2>&1)"
-[[ -s "$METRICS_FILE" ]] || die "$HOST_NAME: the collector wrote no metrics"
+  die "the runner metrics collector ($SERVICE_UNIT) failed" \
+    "read its journal above (journalctl -u $SERVICE_UNIT), fix what it names, then run again" \
+    "$(journalctl -u "$SERVICE_UNIT" -n 10 --no-pager 2>&1)"
+[[ -s "$METRICS_FILE" ]] ||
+  die "the runner metrics collector ran but wrote no metrics to $METRICS_FILE" \
+    "check that $TEXTFILE_DIR is writable and not full (df -h $TEXTFILE_DIR), then run again"
 say "$HOST_NAME: runner metrics collected every 15 s ($TIMER_UNIT)"

@@ -2,7 +2,46 @@
 # Helpers included (by the renderer, at the '# @include lib.sh' line) into every bash script.
 
 say() { printf 'runner-fleet: %s\n' "$*"; }
-die() { printf 'runner-fleet: %s\n' "$*" >&2; exit 1; }
+
+# die CAUSE ACTION [DETAIL]: how every failure a script foresees ends (README "When a step
+# fails"). DETAIL, another tool's own words (promtool's output, a block to add by hand), goes to
+# stderr first; the last line the step prints is always the one failure_line writes:
+#   runner-fleet: FAILED on HOST, step STEP: CAUSE. To fix: ACTION
+die() {
+  if [[ -n "${3:-}" ]]; then printf '%s\n' "$3" >&2; fi
+  failure_line "${1:-}" "${2:-}" >&2
+  exit 1
+}
+
+# failure_line CAUSE ACTION: the one-line format, defined here only. HOST is the stack's name
+# for the machine (HOST_NAME or HOST) when the step has it, else the machine's hostname; STEP is the
+# script ($0, as shell.command runs it) and the runner it acts for. Newlines become spaces.
+failure_line() {
+  local cause=${1:-} action=${2:-} step=${0##*/} host=${HOST_NAME:-${HOST:-}}
+  step=${step%.sh}
+  if [[ -n "${RUNNER_NAME:-}" ]]; then step+=" (runner $RUNNER_NAME)"; fi
+  if [[ -z "$host" ]]; then host=$(uname -n 2>/dev/null || echo 'this host'); fi
+  cause=${cause//$'\n'/ }
+  cause=${cause%.}
+  action=${action//$'\n'/ }
+  action=${action%.}
+  printf 'runner-fleet: FAILED on %s, step %s: %s. To fix: %s.\n' "$host" "$step" "${cause:-unknown}" \
+    "${action:-read the lines above, fix what they name, then run the same pulumi command again}"
+}
+
+# Failures nobody foresaw (a command under `set -e` failing) end with the same line, naming the
+# command and its exit status (124: killed by its `timeout`). errtrace (-E) lets the trap see a
+# failure inside a function too; it fires exactly where `set -e` ends the script (never for a
+# command tested by if, ||, && or inside a command substitution, where -e does not apply).
+on_unforeseen_failure() {
+  local status=$1 line=$2 command=$3 what
+  [[ $- == *e* ]] || return 0
+  what="\`${command:0:160}\` failed with exit status $status at line $line"
+  if [[ "$status" == 124 ]]; then what="\`${command:0:160}\` timed out (line $line)"; fi
+  failure_line "$what" "read the lines above, fix what they name, then run the same pulumi command again" >&2
+}
+set -E
+trap 'on_unforeseen_failure $? $LINENO "$BASH_COMMAND"' ERR
 
 # write_if_changed PATH MODE CONTENT: atomic replace; returns 0 if the file changed, 1 if not.
 write_if_changed() {
@@ -26,7 +65,8 @@ download_verified() {
   timeout 600 curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 -o "$file" "$url"
   got=$(sha256sum "$file" | cut -d' ' -f1)
   [[ "$got" == "$sha256" ]] ||
-    die "$who: checksum mismatch for $url: expected $sha256, got $got; nothing was installed"
+    die "$who: checksum mismatch for $url: expected $sha256, got $got; nothing was installed" \
+      "check the version and sha256 in the stack config against the release's published checksums (a changed file on the server is a reason to stop)"
 }
 
 # wait_for SECONDS COMMAND...: runs COMMAND about once a second until it succeeds; returns 1 if
@@ -45,7 +85,9 @@ wait_for() {
 # lock (file descriptor 9) until the script exits.
 lock_monitoring_host() {
   exec 9>"$1"
-  timeout 300 flock 9 || die "timed out waiting for another runner-fleet deploy on this host"
+  timeout 300 flock 9 ||
+    die "timed out after 300 s waiting for another runner-fleet deploy on this host (lock $1)" \
+      "let the other deploy finish (or end it if it hangs: fuser $1 shows its process), then run again"
 }
 
 # remove_unit UNIT_DIR UNIT: stops, disables and deletes a unit this stack wrote; returns 0 if
@@ -63,7 +105,9 @@ remove_unit() {
 read_secret() {
   GITHUB_TOKEN=""
   IFS= read -r GITHUB_TOKEN || true
-  [[ -n "$GITHUB_TOKEN" ]] || die "no GitHub credential on stdin"
+  [[ -n "$GITHUB_TOKEN" ]] ||
+    die "no GitHub credential arrived on stdin" \
+      "set it (pulumi config set --secret runner-fleet:githubToken TOKEN), then run again"
 }
 
 # github_api METHOD PATH [JSON]: sets API_STATUS and API_BODY (globals the caller reads). The token reaches curl through a
@@ -238,11 +282,14 @@ github_fail() {
   message=$(json_string "$API_BODY" message)
   case "$API_STATUS" in
     401 | 403)
-      die "$RUNNER_NAME: GitHub refused the stack's credential ($API_STATUS ${message:-no message}) while $1." \
-        "Restore a valid one: pulumi config set --secret runner-fleet:githubToken, then pulumi up" \
-        "(a destroy or retirement uses the credential stored by the last successful up), then run again" ;;
-    000) die "$RUNNER_NAME: GitHub's API at $API_URL did not answer while $1; check the network and run again" ;;
-    *) die "$RUNNER_NAME: GitHub answered $API_STATUS (${message:-$API_BODY}) while $1" ;;
+      die "GitHub refused the stack's credential ($API_STATUS ${message:-no message}) while $1" \
+        "restore a valid credential: pulumi config set --secret runner-fleet:githubToken TOKEN, then pulumi up (a destroy or retirement uses the credential stored by the last successful up), then run again" ;;
+    000)
+      die "GitHub's API at $API_URL did not answer while $1" \
+        "check that this host reaches $API_URL (DNS, proxy, firewall), then run again" ;;
+    *)
+      die "GitHub answered $API_STATUS (${message:-$API_BODY}) while $1" \
+        "if GitHub's answer names a problem, fix it; else wait for GitHub (githubstatus.com) and run again" ;;
   esac
 }
 

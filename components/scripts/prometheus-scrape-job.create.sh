@@ -24,8 +24,12 @@ set -euo pipefail
 
 lock_monitoring_host "$LOCK_FILE"
 
-[[ -f "$CONFIG_PATH" ]] || die "Prometheus configuration $CONFIG_PATH does not exist"
-command -v "$PROMTOOL" >/dev/null || die "promtool ($PROMTOOL) is not installed on the monitoring host"
+[[ -f "$CONFIG_PATH" ]] ||
+  die "Prometheus configuration $CONFIG_PATH does not exist" \
+    "set prometheus.configPath to the file your Prometheus reads (or install Prometheus there), then pulumi up"
+command -v "$PROMTOOL" >/dev/null ||
+  die "promtool ($PROMTOOL) is not installed on the monitoring host" \
+    "install it (Debian: it comes with the prometheus package) or set prometheus.promtool to its path, then pulumi up"
 # Before any reload: file_sd watches the directory it is given, so it has to exist when the job
 # is loaded (else new target files wait for the job's refresh_interval).
 install -d -m 0755 "$TARGETS_DIR"
@@ -40,22 +44,25 @@ rm -f -- "$candidate" "$backup" "$rules_candidate" "$rules_backup"
 trap 'rm -f -- "$candidate" "$backup" "$rules_candidate" "$rules_backup"' EXIT
 
 if ! check=$("$PROMTOOL" check config "$CONFIG_PATH" 2>&1); then
-  die "promtool rejects $CONFIG_PATH as it is on the host (changed by hand?); this deploy changed nothing and Prometheus keeps serving the configuration it loaded last, but would not reload or restart with this file. Fix it, then re-run:
-$check"
+  die "promtool rejects $CONFIG_PATH as it is on the host (changed by hand?); this deploy changed nothing and Prometheus keeps serving the configuration it loaded last, but would not reload or restart with this file" \
+    "fix $CONFIG_PATH where promtool says (above), then run again" "$check"
 fi
 if ! systemctl is-active --quiet "$SERVICE"; then
-  die "Prometheus is not running on the monitoring host ($SERVICE is $(systemctl is-active "$SERVICE" 2>/dev/null || true)); start it (systemctl start $SERVICE; journalctl -u $SERVICE says why it stopped) and re-run. This deploy changed nothing"
+  die "Prometheus is not running on the monitoring host ($SERVICE is $(systemctl is-active "$SERVICE" 2>/dev/null || true)); this deploy changed nothing" \
+    "start it (systemctl start $SERVICE; journalctl -u $SERVICE says why it stopped), then run again"
 fi
 metric() { curl -fsS --max-time 5 "$PROM_URL/metrics" 2>/dev/null | awk -v m="$1" '$1 == m {print $2}'; }
 stamp=$(metric prometheus_config_last_reload_success_timestamp_seconds || true)
-[[ -n "$stamp" ]] || die "Prometheus ($SERVICE) is running but does not answer on $PROM_URL; is prometheus.port right?"
+[[ -n "$stamp" ]] ||
+  die "Prometheus ($SERVICE) is running but does not answer on $PROM_URL" \
+    "set prometheus.port to the port it listens on (ss -ltnp on the monitoring host), then pulumi up"
 
 # --- the rules -------------------------------------------------------------------------------
 printf '%s\n' "$RULES" >"$rules_candidate"
 chmod 0644 "$rules_candidate"
 if ! check=$("$PROMTOOL" check rules "$rules_candidate" 2>&1); then
-  die "promtool rejected runner-fleet's alert rules; $RULES_FILE is unchanged and the previous rules keep serving:
-$check"
+  die "promtool rejected runner-fleet's alert rules; $RULES_FILE is unchanged and the previous rules keep serving" \
+    "fix monitoring/runner-fleet-alerts.yml where promtool says (above), then pulumi up" "$check"
 fi
 rules_changed=false
 [[ -f "$RULES_FILE" ]] && cmp -s "$rules_candidate" "$RULES_FILE" || rules_changed=true
@@ -78,8 +85,8 @@ top_key() {
   for j in "${!out[@]}"; do
     if [[ "${out[$j]}" =~ ^$1:[[:space:]]*(#.*)?$ ]]; then key_at=$j; break; fi
     if [[ "${out[$j]}" =~ ^$1:[[:space:]]*[^[:space:]#] ]]; then
-      die "$1 in $CONFIG_PATH is written inline; add this by hand:
-$2"
+      die "$1 in $CONFIG_PATH is written inline (a flow list), which the deploy does not edit" \
+        "add the lines above to $1 in $CONFIG_PATH by hand, then run again" "$2"
     fi
   done
   ((key_at >= 0)) || return 0
@@ -113,13 +120,15 @@ mapfile -t block <<<"${JOB_BLOCK%$'\n'}"
 rule_line="- $RULES_FILE  # runner-fleet's alert rules, shared by every stack on this host"
 if [[ "$MANAGE_CONFIG" != true ]]; then
   grep -Eq "$any_job_re" "$CONFIG_PATH" ||
-    die "Prometheus job '$JOB_NAME' is missing from $CONFIG_PATH (prometheus.manageConfig is false); add to scrape_configs:
-$JOB_BLOCK"
+    die "Prometheus job '$JOB_NAME' is missing from $CONFIG_PATH (prometheus.manageConfig is false)" \
+      "add the job above to scrape_configs in $CONFIG_PATH (or set prometheus.manageConfig: true), then run again" \
+      "$JOB_BLOCK"
   grep -Fq "$TARGETS_GLOB" "$CONFIG_PATH" ||
-    die "job '$JOB_NAME' in $CONFIG_PATH does not read $TARGETS_GLOB; add it to the job's file_sd_configs files"
+    die "job '$JOB_NAME' in $CONFIG_PATH does not read $TARGETS_GLOB (prometheus.manageConfig is false)" \
+      "add $TARGETS_GLOB to the job's file_sd_configs files, then run again"
   grep -Eq "$rule_item_re" "$CONFIG_PATH" ||
-    die "$CONFIG_PATH does not list runner-fleet's alert rules (prometheus.manageConfig is false); add to rule_files:
-  $rule_line"
+    die "$CONFIG_PATH does not list runner-fleet's alert rules (prometheus.manageConfig is false)" \
+      "add the line above to rule_files in $CONFIG_PATH, then run again" "  $rule_line"
 else
   top_key scrape_configs "$JOB_BLOCK"
   if ((key_at < 0)); then
@@ -130,8 +139,8 @@ else
     for ((j = key_at + 1; j < key_end; j++)); do
       if [[ "${out[$j]}" =~ $job_re ]]; then start=$j; indent=${BASH_REMATCH[1]}; break; fi
       if [[ "${out[$j]}" =~ $any_job_re ]]; then
-        die "job '$JOB_NAME' in $CONFIG_PATH does not start its list item with job_name, so the deploy cannot tell where it ends; replace it by hand with:
-$JOB_BLOCK"
+        die "job '$JOB_NAME' in $CONFIG_PATH does not start its list item with job_name, so the deploy cannot tell where it ends" \
+          "replace that job in $CONFIG_PATH by hand with the block above, then run again" "$JOB_BLOCK"
       fi
     done
     if ((start < 0)); then
@@ -212,7 +221,9 @@ reload_confirmed() {
 
 if [[ "$config_changed" != true && "$rules_changed" != true ]]; then
   if newer_than_reload "$CONFIG_PATH" || newer_than_reload "$RULES_FILE"; then
-    reload_confirmed || die "Prometheus did not confirm a successful reload within 30 s; see journalctl -u $SERVICE"
+    reload_confirmed ||
+      die "Prometheus did not confirm a successful reload within 30 s" \
+        "read journalctl -u $SERVICE on the monitoring host, fix what it names, then run again"
     say "Prometheus job '$JOB_NAME' and alert rules $RULES_FILE as configured; Prometheus reloaded to pick them up"
   else
     say "Prometheus job '$JOB_NAME' and alert rules $RULES_FILE as configured"
@@ -234,8 +245,9 @@ checked=$CONFIG_PATH
 [[ "$config_changed" == true ]] && checked=$candidate
 if ! check=$("$PROMTOOL" check config "$checked" 2>&1); then
   put_back_rules
-  die "promtool rejected the configuration with job '$JOB_NAME' and the alert rules as configured; $CONFIG_PATH and $RULES_FILE are unchanged:
-$check"
+  die "promtool rejected the configuration with job '$JOB_NAME' and the alert rules as configured; $CONFIG_PATH and $RULES_FILE are unchanged" \
+    "fix the prometheus settings of the stack config (or $CONFIG_PATH) where promtool says (above), then run again" \
+    "$check"
 fi
 if [[ "$config_changed" == true ]]; then
   cp -p "$CONFIG_PATH" "$backup"
@@ -251,4 +263,5 @@ fi
 [[ "$config_changed" == true ]] && mv -f "$backup" "$CONFIG_PATH"
 put_back_rules
 systemctl reload "$SERVICE" || true
-die "Prometheus did not confirm a successful reload within 30 s; $CONFIG_PATH and $RULES_FILE were put back as they were (journalctl -u $SERVICE says why)"
+die "Prometheus did not confirm a successful reload within 30 s; $CONFIG_PATH and $RULES_FILE were put back as they were" \
+  "read journalctl -u $SERVICE on the monitoring host, fix what it names, then run again"

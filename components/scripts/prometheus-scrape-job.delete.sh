@@ -39,8 +39,8 @@ if [[ -f "$CONFIG_PATH" ]] && grep -Eq "$entry_re" "$CONFIG_PATH"; then
   chmod --reference="$CONFIG_PATH" "$candidate"
   chown --reference="$CONFIG_PATH" "$candidate"
   if ! check=$("$PROMTOOL" check config "$candidate" 2>&1); then
-    die "no stack left in job '$JOB_NAME', but promtool rejects $CONFIG_PATH without runner-fleet's rules entry (changed by hand?); nothing was removed. Fix it, then destroy again:
-$check"
+    die "no stack left in job '$JOB_NAME', but promtool rejects $CONFIG_PATH without runner-fleet's rules entry (changed by hand?); nothing was removed" \
+      "fix $CONFIG_PATH where promtool says (above), then run the destroy again" "$check"
   fi
   mv -f "$candidate" "$CONFIG_PATH"
 fi

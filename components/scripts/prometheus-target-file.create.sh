@@ -31,8 +31,9 @@ else
   printf 'scrape_configs:\n  - job_name: runner-fleet-validate\n    file_sd_configs:\n      - files: ["%s"]\n' \
     "$work/$TARGET_FILE" >"$work/validate.yml"
   if ! check=$("$PROMTOOL" check config "$work/validate.yml" 2>&1); then
-    die "promtool rejected the target file for stack $STACK; $final is unchanged:
-$check"
+    die "promtool rejected the target file for stack $STACK; $final is unchanged" \
+      "fix the hosts' addresses and exporter ports in the stack config where promtool says (above), then pulumi up" \
+      "$check"
   fi
   chmod 0644 "$work/$TARGET_FILE"
   mv -f "$work/$TARGET_FILE" "$final"
@@ -40,11 +41,12 @@ $check"
 fi
 
 if ! systemctl is-active --quiet "$SERVICE"; then
-  die "Prometheus is not running on the monitoring host ($SERVICE is $(systemctl is-active "$SERVICE" 2>/dev/null || true)); $final is in place and is read when it starts: start it (systemctl start $SERVICE; journalctl -u $SERVICE says why it stopped) and re-run"
+  die "Prometheus is not running on the monitoring host ($SERVICE is $(systemctl is-active "$SERVICE" 2>/dev/null || true)); $final is in place and is read when it starts" \
+    "start it (systemctl start $SERVICE; journalctl -u $SERVICE says why it stopped), then run again"
 fi
 if ! check=$("$PROMTOOL" check config "$CONFIG_PATH" 2>&1); then
-  die "$final is in place and Prometheus serves it, but promtool rejects $CONFIG_PATH as it is on the host (changed by hand?): Prometheus would not reload or restart with it. Fix it, then re-run:
-$check"
+  die "$final is in place and Prometheus serves it, but promtool rejects $CONFIG_PATH as it is on the host (changed by hand?): Prometheus would not reload or restart with it" \
+    "fix $CONFIG_PATH where promtool says (above), then run again" "$check"
 fi
 
 targets=""
@@ -60,7 +62,9 @@ all_listed() {
   done
   [[ -z "$missing" ]]
 }
-wait_for 90 all_listed || die "Prometheus did not pick up$missing within 90 s; is job '$JOB_NAME' reading $TARGETS_GLOB?"
+wait_for 90 all_listed ||
+  die "Prometheus did not pick up$missing within 90 s" \
+    "check that job '$JOB_NAME' in $CONFIG_PATH reads $TARGETS_GLOB (curl $PROM_URL/api/v1/targets), then run again"
 
 # health TARGET: up, down or unknown (not scraped yet), with Prometheus's last error if any.
 health() {

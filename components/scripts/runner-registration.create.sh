@@ -48,7 +48,9 @@ if [[ "$registered" != true ]]; then
   github_api POST "$SCOPE_PATH/actions/runners/registration-token"
   [[ "$API_STATUS" == 201 ]] || github_fail "minting a registration token"
   token=$(json_string "$API_BODY" token)
-  [[ -n "$token" ]] || die "$RUNNER_NAME: GitHub's registration-token answer has no token"
+  [[ -n "$token" ]] ||
+    die "GitHub's registration-token answer ($API_STATUS) has no token" \
+      "check that github.serverUrl/apiUrl point at GitHub (or GitHub Enterprise Server), then run again"
   args=(--unattended --replace --url "$REGISTRATION_URL" --name "$RUNNER_NAME" --work _work)
   [[ -n "$CUSTOM_LABELS" ]] && args+=(--labels "$CUSTOM_LABELS")
   [[ -n "$RUNNER_GROUP" ]] && args+=(--runnergroup "$RUNNER_GROUP")
@@ -60,7 +62,9 @@ if [[ "$registered" != true ]]; then
     runuser -u "$RUNNER_USER" -- ./config.sh "${args[@]}") </dev/null
   unset token
   id=$(runner_field "$runner_file" agentId)
-  [[ -n "$id" ]] || die "$RUNNER_NAME: config.sh finished but $runner_file has no agentId"
+  [[ -n "$id" ]] ||
+    die "config.sh finished but $runner_file has no agentId" \
+      "read config.sh's output above and the newest $RUNNER_DIR/_diag/Runner_*.log, then run again"
   # The runner's own credential (.credentials_rsaparams is its private key) is for the runner
   # user alone; config.sh leaves .runner and .credentials readable by everyone.
   for file in .runner .credentials .credentials_rsaparams; do

@@ -32,7 +32,8 @@ if [[ -n "$id" ]]; then
     esac
   done
   [[ "$API_STATUS" == 204 || "$API_STATUS" == 404 ]] ||
-    die "$RUNNER_NAME: runner $id stayed busy for 5 minutes; nothing was removed. Let its job finish, then run again"
+    die "runner $id stayed busy for 5 minutes; nothing was removed" \
+      "let its job finish (or cancel it on GitHub), then run the same pulumi command again"
   say "$RUNNER_NAME: runner $id removed from GitHub"
 else
   say "$RUNNER_NAME: no registration found on GitHub"

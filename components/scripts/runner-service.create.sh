@@ -25,9 +25,8 @@ unit_file="$UNIT_DIR/$unit"
 # every runner's unit is actions.runner._services.<name>.service, whatever its scope or stack).
 owner=$(unit_runner_dir "$unit_file")
 if [[ -f "$unit_file" && "$owner" != "$RUNNER_DIR" ]]; then
-  die "$RUNNER_NAME: cannot install service $unit: that unit already runs the runner in ${owner:-another directory}," \
-    "not $RUNNER_DIR (another stack or runner on this host with the same runner name; on GitHub Enterprise" \
-    "Server every runner's unit is actions.runner._services.<name>.service). Give one of them another name."
+  die "cannot install service $unit: that unit already runs the runner in ${owner:-another directory}, not $RUNNER_DIR (another stack or runner on this host with the same runner name; on GitHub Enterprise Server every runner's unit is actions.runner._services.<name>.service)" \
+    "give one of the two runners another name in its stack config, then pulumi up"
 fi
 if [[ -f "$unit_file" && ! -s "$marker" ]]; then
   say "$RUNNER_NAME: redoing the interrupted install of service $unit"
@@ -96,6 +95,6 @@ if wait_for 120 listening; then
   exit 0
 fi
 log=$(newest_diag_log "$RUNNER_DIR")
-echo "runner-fleet: $RUNNER_NAME: not listening for jobs after 120 s; service: $(systemctl is-active "$unit" || true)" >&2
-[[ -n "$log" ]] && tail -n 20 "$log" >&2
-exit 1
+die "the runner is not listening for jobs after 120 s (service $unit: $(systemctl is-active "$unit" || true))" \
+  "read the runner's log above (${log:-no _diag/Runner_*.log yet}; journalctl -u $unit), fix what it names, then run again" \
+  "$(if [[ -n "$log" ]]; then tail -n 20 "$log"; fi)"

@@ -34,9 +34,8 @@ while true; do
     *) github_fail "retiring runner $id on $HOST" ;;
   esac
   if ((waited >= RETIRE_TIMEOUT)); then
-    die "$RUNNER_NAME on host $HOST: still running a job after ${RETIRE_TIMEOUT} s of waiting;" \
-      "nothing was stopped or removed (the runner keeps its registration and its job)." \
-      "Let the job finish, or cancel it on GitHub, then run the same pulumi command again."
+    die "still running a job after ${RETIRE_TIMEOUT} s of waiting; nothing was stopped or removed (the runner keeps its registration and its job)" \
+      "let the job finish, or cancel it on GitHub, then run the same pulumi command again"
   fi
   if ((reported < 0 || waited - reported >= 30)); then
     say "$RUNNER_NAME on $HOST: running a job; waiting for it to finish (${waited} s of ${RETIRE_TIMEOUT} s)"

@@ -176,7 +176,8 @@ def test_prometheus_down_is_reported_as_not_running(deployed):
         report = fleet.run(STACK, PRODUCTION, config=with_prometheus(fleet, scrapeInterval="10s"))
         assert not report.ok
         # The step's own line says so (the error also carries the script text the engine prints).
-        assert "runner-fleet: Prometheus is not running on the monitoring host (prometheus is inactive)" in report.error
+        assert "runner-fleet: FAILED on " in report.error
+        assert ": Prometheus is not running on the monitoring host (prometheus is inactive)" in report.error
         assert "runner-fleet: promtool" not in report.error
     finally:
         on_monitor(fleet, "systemctl start prometheus")

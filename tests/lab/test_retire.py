@@ -149,7 +149,10 @@ def test_a_retirement_that_times_out_changes_nothing_says_what_to_do_and_can_be_
     elapsed = time.monotonic() - started
     assert not failed.ok
     address = fleet.lab.hosts[HOST].address
-    assert f"{RETIRED} on host {address}: still running a job after 8 s" in failed.error, failed.error
+    assert (
+        f"runner-fleet: FAILED on {address}, step runner-service.retire (runner {RETIRED}): "
+        "still running a job after 8 s of waiting"
+    ) in failed.error, failed.error
     assert "nothing was stopped or removed" in failed.error
     assert "run the same pulumi command again" in failed.error
     assert re.search(r"running a job; waiting for it to finish \(\d+ s of 8 s\)", failed.error)  # progress
