@@ -58,7 +58,7 @@ def _words(text: str, start: int) -> list[str]:
             i += 1
         elif c == '"':
             word += c
-            quote = "" if quote == '"' else ('"' if not quote else quote)
+            quote = "" if quote == '"' else '"'
         elif c == "'" and not quote:
             word += c
             quote = "'"
@@ -259,8 +259,9 @@ def test_a_revoked_credential_ends_with_restore_the_credential(tmp_path):
     assert result.returncode == 1, result.stderr
     match = _last_line(result)
     assert match["step"] == "runner-registration.create (runner lab-primary)"
-    assert "GitHub refused the stack's credential (401 Bad credentials) while minting a registration token" in (
-        match["cause"]
+    assert (
+        "GitHub refused the stack's credential (401 Bad credentials) while minting a registration token"
+        in (match["cause"])
     )
     assert match["action"].startswith("restore a valid credential: pulumi config set --secret runner-fleet:githubToken")
     assert "ghp_revoked" not in result.stderr + result.stdout
