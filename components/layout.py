@@ -117,3 +117,25 @@ def rules_file(config_path: str, job_name: str) -> str:
     job scrapes (per-stack copies would record runner_fleet:runner_healthy twice)."""
     directory = config_path.rsplit("/", 1)[0] or "/"
     return f"{directory.rstrip('/')}/runner-fleet-{job_name}.rules.yml"
+
+
+# Grafana (optional, `runner-fleet:grafana`): each stack provisions its own dashboard, so a
+# destroy removes exactly that stack's provider file and dashboard directory.
+DASHBOARD_FILE: Final = "runner-fleet.json"
+# Grafana refuses a dashboard uid longer than this.
+GRAFANA_UID_MAX: Final = 40
+
+
+def grafana_name(stack: str) -> str:
+    """The stack's dashboard uid, provider name and directory name: unique per stack, stable."""
+    return f"runner-fleet-{stack}"
+
+
+def grafana_provider_file(provisioning_dir: str, stack: str) -> str:
+    """The dashboards provider Grafana reads at start (`<paths.provisioning>/dashboards/*.yaml`)."""
+    return f"{provisioning_dir.rstrip('/')}/dashboards/{grafana_name(stack)}.yaml"
+
+
+def grafana_dashboard_dir(dashboards_dir: str, stack: str) -> str:
+    """The provider's `options.path`: holds the stack's dashboard JSON and nothing else."""
+    return f"{dashboards_dir.rstrip('/')}/{grafana_name(stack)}"

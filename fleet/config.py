@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.arch import ARCH_LABEL, ARCHES, GO_ARCH, Arch
+from components.layout import GRAFANA_UID_MAX, grafana_name
 
 NAMESPACE = "runner-fleet"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ DOTCOM_API_URL = "https://api.github.com"
 SECRET_KEYS = ("githubToken", "sshPrivateKey")
 # Plain (non-structured) keys: `protect` is true or false.
 SCALAR_KEYS = ("protect",)
-OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter")
+OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter", "grafana")
 KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS + SCALAR_KEYS)
 # Stacks whose resources are protected unless `runner-fleet:protect: false` says otherwise: the
 # stack name is the environment (runner labels and the policy pack say so too).
@@ -345,6 +346,16 @@ def _promtool(value: str) -> str:
     return path
 
 
+def _grafana_dir(value: str) -> str:
+    """A directory of Grafana's on the monitoring host; the deploy adds files of its own there."""
+    path = _abs_path(value)
+    if path in SYSTEM_DIRS or path.count("/") < 2:
+        raise ValueError(f"{path!r} is a system directory, not one of Grafana's (such as /etc/grafana/provisioning)")
+    if any(_in_tree(path, tree) for tree in VOLATILE_TREES):
+        raise ValueError(f"{path!r} is in a virtual, volatile or world-writable tree; use a directory of Grafana's")
+    return path
+
+
 def _unix_user(value: str) -> str:
     if not _full(_USER_RE, value):
         raise ValueError(
@@ -461,6 +472,7 @@ Version = Annotated[str, AfterValidator(_version)]
 TargetsDir = Annotated[str, AfterValidator(_targets_dir)]
 ConfigPath = Annotated[str, AfterValidator(_config_path)]
 Promtool = Annotated[str, AfterValidator(_promtool)]
+GrafanaDir = Annotated[str, AfterValidator(_grafana_dir)]
 SshUser = Annotated[str, AfterValidator(_ssh_user)]
 RunnerUser = Annotated[str, AfterValidator(_runner_user)]
 Duration = Annotated[str, AfterValidator(_duration)]
@@ -672,6 +684,15 @@ class PrometheusSpec(_Model):
     promtool: Promtool = "promtool"
 
 
+class GrafanaSpec(_Model):
+    """Grafana on the monitoring host (optional): the program provisions this stack's dashboard
+    through Grafana's file provisioning. Grafana and its Prometheus data source are the user's."""
+
+    provisioning_dir: GrafanaDir
+    dashboards_dir: GrafanaDir = "/var/lib/grafana/dashboards"
+    service: Name = "grafana-server"
+
+
 # Every model a config section is read into, by key path (README documents each field).
 SECTION_MODELS: dict[str, type[_Model]] = {
     "github": GitHubSettings,
@@ -679,6 +700,7 @@ SECTION_MODELS: dict[str, type[_Model]] = {
     "prometheus": PrometheusSpec,
     "runner": RunnerArtifact,
     "exporter": ExporterArtifact,
+    "grafana": GrafanaSpec,
 }
 
 
@@ -701,6 +723,7 @@ class FleetConfig:
     runner: Artifact
     exporter: Artifact
     secrets: Secrets
+    grafana: GrafanaSpec | None = None  # absent: no dashboard is deployed
     protect: bool = False  # runner-fleet:protect, resolved (default: the stack is in PROTECTED_STACKS)
 
     def runner_user(self, host: HostSpec) -> str:
@@ -879,6 +902,7 @@ class _Sections:
     prometheus: PrometheusSpec | None
     runner: Artifact | None
     exporter: Artifact | None
+    grafana: GrafanaSpec | None = None
 
 
 def _section(key: str, model: type[_Model], value: Any, problems: list[Problem], *, optional: bool = False) -> Any:
@@ -971,6 +995,7 @@ def load(stack: str | None = None) -> FleetConfig:
         prometheus=_section("prometheus", PrometheusSpec, values["prometheus"], problems),
         runner=_section("runner", RunnerArtifact, values["runner"], problems, optional=True),
         exporter=_section("exporter", ExporterArtifact, values["exporter"], problems, optional=True),
+        grafana=None if values["grafana"] is None else _section("grafana", GrafanaSpec, values["grafana"], problems),
     )
     problems.extend(_cross_field_problems(sections, stack))
     problems.extend(_sibling_stack_problems(sections, stack))
@@ -987,6 +1012,7 @@ def load(stack: str | None = None) -> FleetConfig:
         prometheus=sections.prometheus,
         runner=sections.runner,
         exporter=sections.exporter,
+        grafana=sections.grafana,
         secrets=Secrets(
             github_token=settings.require_secret("githubToken"),
             ssh_private_key=settings.require_secret("sshPrivateKey"),
@@ -1119,6 +1145,15 @@ def _cross_field_problems(s: _Sections, stack: str) -> list[Problem]:
                 users = ", ".join(repr(h.spec.name) for h in s.hosts if h.spec.arch == arch)
                 add((_path(key, ("sha256", arch)), f"is required: host(s) {users} are {arch}"))
 
+    if s.grafana is not None and len(grafana_name(stack)) > GRAFANA_UID_MAX:
+        add(
+            (
+                _path("grafana"),
+                f"the stack's dashboard uid {grafana_name(stack)} is longer than the {GRAFANA_UID_MAX} "
+                "characters Grafana accepts: use a stack name of at most "
+                f"{GRAFANA_UID_MAX - len(grafana_name(''))} characters to deploy the dashboard",
+            )
+        )
     if prom is not None:
         if prom.port == prom.ssh_port:
             add((_path("prometheus", ("port",)), f"port {prom.port} is also prometheus.sshPort"))

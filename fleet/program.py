@@ -7,6 +7,7 @@ args and the `Machine` each component reaches its host through. Components never
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pulumi
 from components.exporter import ExporterArgs
 from components.github_runner import GitHubRunnerArgs, RunnerRelease, RunnerScope
 from components.github_scope import GitHubScope, GitHubScopeArgs, RunnerGroup
+from components.grafana import GrafanaDashboard, GrafanaDashboardArgs, dashboard_json
 from components.prometheus_targets import PrometheusTargets, PrometheusTargetsArgs, ScrapeTarget
 from components.remote import Endpoint, Machine
 from components.runner_host import RunnerHost, RunnerHostArgs
@@ -23,6 +25,8 @@ from fleet.config import FleetConfig, HostSpec, PrometheusSpec
 # The alert rules the program deploys (README "Alerts"), written for the default job name.
 RULES_PATH = Path(__file__).resolve().parent.parent / "monitoring" / "runner-fleet-alerts.yml"
 DEFAULT_JOB = "github-runner-health"
+# The dashboard the program provisions when the stack config has a grafana section (README "Dashboard").
+DASHBOARD_PATH = RULES_PATH.parent / "grafana" / "runner-fleet.json"
 
 
 def alert_rules(job_name: str) -> str:
@@ -35,6 +39,7 @@ class Fleet:
     scope: GitHubScope
     hosts: list[RunnerHost]
     prometheus: PrometheusTargets
+    grafana: GrafanaDashboard | None = None
 
 
 def machine(fleet: FleetConfig, spec: HostSpec | PrometheusSpec) -> Machine:
@@ -142,6 +147,20 @@ def unprotected_hosts_notice(fleet: FleetConfig) -> list[str]:
     ]
 
 
+def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
+    grafana = fleet.grafana
+    if grafana is None:
+        return None
+    model = json.loads(DASHBOARD_PATH.read_text())
+    return GrafanaDashboardArgs(
+        stack=fleet.stack,
+        provisioning_dir=grafana.provisioning_dir,
+        dashboards_dir=grafana.dashboards_dir,
+        service=grafana.service,
+        dashboard=dashboard_json(model, stack=fleet.stack, job_name=fleet.prometheus.job_name),
+    )
+
+
 def build_fleet(fleet: FleetConfig) -> Fleet:
     for line in unprotected_hosts_notice(fleet):
         pulumi.log.warn(line)
@@ -171,7 +190,13 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
         machine=machine(fleet, fleet.prometheus),
         opts=protected(fleet.protect),
     )
-    return Fleet(scope=scope, hosts=hosts, prometheus=prometheus)
+    dashboard_args = grafana_args(fleet)
+    grafana = (
+        None
+        if dashboard_args is None
+        else GrafanaDashboard("grafana", dashboard_args, machine=machine(fleet, fleet.prometheus))
+    )
+    return Fleet(scope=scope, hosts=hosts, prometheus=prometheus, grafana=grafana)
 
 
 def export_outputs(fleet: FleetConfig, built: Fleet) -> None:
@@ -187,3 +212,12 @@ def export_outputs(fleet: FleetConfig, built: Fleet) -> None:
     pulumi.export("prometheusTargetFile", built.prometheus.path)
     pulumi.export("scrapeJob", fleet.prometheus.job_name)
     pulumi.export("alertRulesFile", built.prometheus.rules_file)
+    if built.grafana is not None:
+        pulumi.export(
+            "grafanaDashboard",
+            {
+                "uid": built.grafana.uid,
+                "dashboardFile": built.grafana.dashboard_path,
+                "providerFile": built.grafana.provider_file,
+            },
+        )

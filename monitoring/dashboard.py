@@ -240,7 +240,13 @@ def hosts() -> list[timeseries.Panel]:
     ]
 
 
+CURRENT = ValueMap({"0": ValueMappingResult(text="current", color="green", index=0)})
+
+
 def freshness_and_versions() -> list[timeseries.Panel | table.Panel | stat.Panel]:
+    superseded = f"time() - github_runner_version_update_available_timestamp_seconds{{{GITHUB}}}"
+    # A version that is the newest has no update-available sample: 0 ("current") instead of nothing.
+    current = f"0 * (github_runner_version_behind_releases{{{GITHUB}}} == 0)"
     return [
         timeseries.Panel()
         .title("Metric age")
@@ -269,16 +275,11 @@ def freshness_and_versions() -> list[timeseries.Panel | table.Panel | stat.Panel
         .title("Pinned version superseded for")
         .description("Time since a newer runner release appeared; GitHub refuses the version about 30 days after.")
         .datasource(DATASOURCE)
-        .with_target(
-            query(
-                f"time() - github_runner_version_update_available_timestamp_seconds{{{GITHUB}}}",
-                "{{environment}} {{version}}",
-                instant=True,
-            )
-        )
+        .with_target(query(f"({superseded}) or ({current})", "{{environment}} {{version}}", instant=True))
         .unit("s")
+        .mappings([CURRENT])
         .thresholds(thresholds((None, "green"), (14 * 86400, "orange"), (21 * 86400, "red")))
-        .no_value("current")
+        .no_value("no GitHub view")
         .height(8)
         .span(8),
         table.Panel()
@@ -288,6 +289,46 @@ def freshness_and_versions() -> list[timeseries.Panel | table.Panel | stat.Panel
         .with_target(query(f"github_runner_info{{{HEALTH}}}", "", "A", instant=True).format(PromQueryFormat.TABLE))
         .with_target(query("github_runner_latest_release_info", "", "B", instant=True).format(PromQueryFormat.TABLE))
         .height(8)
+        .span(8),
+        stat.Panel()
+        .title("Releases behind the newest")
+        .description("Per pinned version: how many actions/runner releases are newer (GitHub-view collector).")
+        .datasource(DATASOURCE)
+        .with_target(
+            query(
+                f"max by (environment, version) (github_runner_version_behind_releases{{{GITHUB}}})",
+                "{{environment}} {{version}}",
+                instant=True,
+            )
+        )
+        .thresholds(thresholds((None, "green"), (1, "orange"), (3, "red")))
+        .height(4)
+        .span(8),
+        stat.Panel()
+        .title("Version deprecated (runner's log)")
+        .description("Runners whose log says GitHub deprecated their version: it refuses them soon.")
+        .datasource(DATASOURCE)
+        .with_target(
+            query(
+                f"sum by (environment) (github_runner_version_deprecated{{{HEALTH}}})", "{{environment}}", instant=True
+            )
+        )
+        .thresholds(NONZERO_IS_RED)
+        .height(4)
+        .span(8),
+        stat.Panel()
+        .title("GitHub API requests left")
+        .description("X-RateLimit-Remaining of the GitHub view's last answer; at 0 the listing backs off.")
+        .datasource(DATASOURCE)
+        .with_target(
+            query(
+                f"min by (environment) (github_runner_github_rate_limit_remaining{{{GITHUB}}})",
+                "{{environment}}",
+                instant=True,
+            )
+        )
+        .thresholds(thresholds((None, "red"), (100, "orange"), (1000, "green")))
+        .height(4)
         .span(8),
     ]
 

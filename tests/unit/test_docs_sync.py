@@ -22,6 +22,7 @@ ROOTS: dict[str, type[BaseModel]] = {
     "prometheus": config.PrometheusSpec,
     "runner": config.RunnerArtifact,
     "exporter": config.ExporterArtifact,
+    "grafana": config.GrafanaSpec,
 }
 
 
@@ -153,7 +154,7 @@ def test_pulumi_yaml_declares_the_required_keys_and_names_the_optional_ones():
     for key in config.SCALAR_KEYS:
         assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"
     undeclared = config.KNOWN_KEYS - set(declared) - set(config.SCALAR_KEYS)
-    assert undeclared == {"runner", "exporter"}
+    assert undeclared == {"runner", "exporter", "grafana"}
     for key in undeclared:
         assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"
 

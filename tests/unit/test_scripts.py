@@ -25,7 +25,7 @@ from tests.conftest import IN_CI, completed_stack_config, inner_scripts, needs, 
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
-SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus)-[a-z-]+\.(create|delete|retire)\.sh$")
+SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus|grafana)-[a-z-]+\.(create|delete|retire)\.sh$")
 needs_shellcheck = needs("shellcheck")
 needs_promtool = needs("promtool")
 
@@ -65,10 +65,13 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
     org = completed_stack_config("staging")
     org["github"] = {"organization": "example-org", "runnerGroups": [{"name": "ci"}]}
     org["hosts"][0]["runners"][0]["group"] = "ci"
+    with_grafana = completed_stack_config("production")
+    with_grafana["grafana"] = {"provisioningDir": "/etc/grafana/provisioning"}
     for stack, config in (
         ("production", completed_stack_config("production")),
         ("staging", completed_stack_config("staging")),
         ("staging", org),
+        ("production", with_grafana),
     ):
         for command in run_program(config, stack).commands():
             inputs = unwrap(command.inputs)
