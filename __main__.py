@@ -4,7 +4,10 @@ Loads the validated stack config, builds the components, exports what a user loo
 """
 
 from fleet.config import load
+from fleet.hostkeys import check_before_deploy
 from fleet.program import build_fleet, export_outputs
 
 config = load()
-export_outputs(config, build_fleet(config))
+# pulumi-command's SSH handshake has no timeout: check each machine first, bounded (fleet/hostkeys.py).
+reach = check_before_deploy(config.stack, config.hosts, config.prometheus)
+export_outputs(config, build_fleet(config, reach))

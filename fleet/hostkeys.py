@@ -148,35 +148,42 @@ def failure_line(host: str, step: str, cause: str, action: str) -> str:
     return f"runner-fleet: FAILED on {host}, step {step}: {cause}. To fix: {action}."
 
 
+def explain(scan: Scan, stack: str | None) -> tuple[str, str]:
+    """(cause, what to do) for a scan that did not match."""
+    pin = scan.pin
+    if scan.status == MISMATCH:
+        shown = fingerprint(scan.presented) if scan.presented else f"no {pin.key_type} key"
+        return (
+            f"host key mismatch: pinned {fingerprint(pin.pinned)} ({pin.config_path}), presented {shown}",
+            f"if the machine was rebuilt and `{keyscan_command(pin)} | ssh-keygen -lf -` shows that fingerprint "
+            f"(check it on the machine's console too), re-pin: {repin_command(stack, pin, scan.presented)}",
+        )
+    if scan.status in (NO_BANNER, STALLED):
+        what = (
+            "sshd accepted the connection but sent no SSH banner"
+            if scan.status == NO_BANNER
+            else "the SSH key exchange did not finish"
+        )
+        return (
+            f"{what} in {scan.detail}: it is wedged (stopped or overloaded), and pulumi-command would wait for it "
+            "for ever (its SSH handshake has no timeout)",
+            "restart sshd on the machine (or reboot it), then run again",
+        )
+    if scan.status == UNREACHABLE:
+        return f"unreachable ({scan.detail})", "bring the machine or its network back, then run again"
+    if scan.status == NOT_SCANNED:
+        return f"not scanned: {scan.detail}", "pass --ssh-key, or check the machine from its jump host"
+    return f"SSH failed ({scan.detail})", "check sshd on the machine (journalctl -u ssh), then run again"
+
+
 def describe(scan: Scan, stack: str | None) -> str:
     """One line an operator can act on: the machine, the address, what is wrong and what to do."""
     pin = scan.pin
     head = f"{pin.machine} ({pin.where})"
     if scan.status == MATCH:
         return f"{head}: presents the pinned {pin.key_type} key {fingerprint(pin.pinned)}"
-    if scan.status == MISMATCH:
-        shown = fingerprint(scan.presented) if scan.presented else "no key of that type"
-        return (
-            f"{head}: host key mismatch: pinned {fingerprint(pin.pinned)} ({pin.config_path}), presented {shown}; "
-            f"if the machine was rebuilt and `{keyscan_command(pin)} | ssh-keygen -lf -` shows that fingerprint "
-            f"out of band, re-pin: {repin_command(stack, pin, scan.presented)}"
-        )
-    if scan.status == NO_BANNER:
-        return (
-            f"{head}: sshd accepted the connection but sent no SSH banner in {scan.detail}: it is wedged "
-            "(stopped or overloaded); pulumi-command would wait for it for ever; restart sshd on the machine "
-            "(or reboot it), then run again"
-        )
-    if scan.status == STALLED:
-        return (
-            f"{head}: the SSH key exchange did not finish in {scan.detail}: sshd is wedged; pulumi-command "
-            "would wait for it for ever; restart sshd on the machine (or reboot it), then run again"
-        )
-    if scan.status == UNREACHABLE:
-        return f"{head}: unreachable ({scan.detail}); bring the machine or its network back, then run again"
-    if scan.status == NOT_SCANNED:
-        return f"{head}: not scanned: {scan.detail}"
-    return f"{head}: SSH failed ({scan.detail}); check sshd on the machine, then run again"
+    cause, action = explain(scan, stack)
+    return f"{head}: {cause}; {action}"
 
 
 # --- reading the pins -------------------------------------------------------------------------
@@ -398,3 +405,60 @@ def program_reach(pins: Sequence[Pin]) -> list[Scan]:
     host, the jump host (reaching the target needs the SSH key, a secret the program only has as an
     Output); a failed jump host's scan names the jump host."""
     return scan_all([p.jump if p.jump is not None else p for p in pins])
+
+
+@dataclass
+class ReachCheck:
+    """The result of the program's check before `pulumi up`: the machines it refused, by name
+    (a host's name, or "monitoring host"), and how long the check took."""
+
+    stack: str
+    refused: dict[str, Scan]
+    seconds: float = 0.0
+
+    def refuses(self, machine: str) -> bool:
+        return machine in self.refused
+
+    def message(self) -> str:
+        """What the program fails with: a summary, then one failure line per refused machine."""
+        lines = [
+            f"runner-fleet: {len(self.refused)} machine(s) of stack {self.stack} refused by the check before "
+            f"deploying ({self.seconds:.1f} s): their steps were not run and their state is kept as it is; every "
+            "other runner host was deployed; the monitoring host's steps and every deletion wait for a run in "
+            f"which all machines pass ({REACH_CHECK_ENV}=off leaves the machines to pulumi-command instead)"
+        ]
+        for scan in self.refused.values():
+            cause, action = explain(scan, self.stack)
+            lines.append(
+                failure_line(f"{scan.pin.machine} ({scan.pin.where})", "check before deploying", cause, action)
+            )
+        return "\n".join(lines)
+
+    def raise_if_refused(self) -> None:
+        if self.refused:
+            import pulumi
+
+            raise pulumi.RunError(self.message())
+
+
+def check_before_deploy(
+    stack: str, hosts: Sequence[HostSpec], prometheus: PrometheusSpec | None, reach: Reach | None = None
+) -> ReachCheck:
+    """Scan every machine before anything is registered (a real `pulumi up` and the lab's
+    executor; never a preview, which contacts no machine). Bounded: the machines are scanned in
+    parallel, each within DEFAULT_TIMEOUT seconds."""
+    import pulumi
+
+    if pulumi.runtime.is_dry_run() or not reach_check_enabled():
+        return ReachCheck(stack, {})
+    pins = pins_from_models(hosts, prometheus)
+    started = time.monotonic()
+    scans = (reach or program_reach)(pins)
+    check = ReachCheck(
+        stack, {p.machine: s for p, s in zip(pins, scans, strict=True) if not s.ok}, time.monotonic() - started
+    )
+    pulumi.log.info(
+        f"runner-fleet: checked {len(pins)} machine(s) in {check.seconds:.1f} s: "
+        + (", ".join(describe(s, stack) for s in check.refused.values()) or "all present their pinned keys")
+    )
+    return check

@@ -21,6 +21,7 @@ from components.prometheus_targets import PrometheusTargets, PrometheusTargetsAr
 from components.remote import Endpoint, Machine
 from components.runner_host import RunnerHost, RunnerHostArgs
 from fleet.config import FleetConfig, HostSpec, PrometheusSpec
+from fleet.hostkeys import ReachCheck
 
 # The alert rules the program deploys (README "Alerts"), written for the default job name.
 RULES_PATH = Path(__file__).resolve().parent.parent / "monitoring" / "runner-fleet-alerts.yml"
@@ -161,7 +162,11 @@ def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
     )
 
 
-def build_fleet(fleet: FleetConfig) -> Fleet:
+def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
+    """The components of the stack. `reach` is the check before deploying (fleet/hostkeys.py): a
+    runner host it refused gets no component in this run, and the run then fails before anything
+    on the monitoring host, so the engine keeps the refused machines' state as it is and deletes
+    nothing (deletes come only after a complete program), while the other hosts are deployed."""
     for line in unprotected_hosts_notice(fleet):
         pulumi.log.warn(line)
     scope = GitHubScope("github", scope_args(fleet), opts=protected(fleet.protect))
@@ -174,7 +179,11 @@ def build_fleet(fleet: FleetConfig) -> Fleet:
             opts=protected(fleet.host_protected(host)),
         )
         for host in fleet.hosts
+        if reach is None or not reach.refuses(host.name)
     ]
+    if reach is not None:
+        # Before the monitoring host's components: its target file keeps listing a refused host.
+        reach.raise_if_refused()
     targets = tuple(
         ScrapeTarget(
             address=h.exporter.target,

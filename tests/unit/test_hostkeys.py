@@ -350,3 +350,44 @@ def test_the_reach_check_is_off_under_unit_test_mocks(monkeypatch):
     assert hostkeys.reach_check_enabled()
     monkeypatch.setenv(hostkeys.REACH_CHECK_ENV, "off")
     assert not hostkeys.reach_check_enabled()
+
+
+def test_the_program_skips_a_refused_host_deploys_the_others_and_fails_before_the_monitoring_host(monkeypatch):
+    """With one production host refused (a wedged sshd), the program declares the other host's
+    components, nothing of the refused host and nothing on the monitoring host, and fails with one
+    line for the refused host (its state is then kept as it is: the engine deletes nothing)."""
+    import pulumi
+
+    from tests import conftest
+
+    config = conftest.completed_stack_config("production")
+    refused = config["hosts"][1]
+    monitors: list = []
+
+    class Recording(conftest.RecordingMonitor):
+        def __init__(self, mocks):
+            super().__init__(mocks)
+            monitors.append(self)
+
+    def check(stack, hosts, prometheus, reach=None):
+        pins = hostkeys.pins_from_models(hosts, prometheus)
+        pin = next(p for p in pins if p.machine == refused["name"])
+        return hostkeys.ReachCheck(stack, {pin.machine: hostkeys.Scan(pin, hostkeys.NO_BANNER, detail="10 s")}, 10.2)
+
+    monkeypatch.setattr(conftest, "RecordingMonitor", Recording)
+    monkeypatch.setattr(hostkeys, "check_before_deploy", check)
+    with pytest.raises(pulumi.RunError) as excinfo:
+        conftest.run_program(config, "production")
+    names = [r.name for r in monitors[0].requests if r.type != "pulumi:pulumi:Stack"]
+    kept = config["hosts"][0]["name"]
+    assert kept in names and any(n.startswith(f"{kept}-") for n in names)
+    assert not [n for n in names if n.startswith(refused["name"])]
+    assert "prometheus" not in names and not [n for n in names if n.startswith("prometheus-")]
+    lines = str(excinfo.value).splitlines()
+    assert lines[-1] == (
+        f"runner-fleet: FAILED on {refused['name']} ({refused['address']}:22), step check before deploying: "
+        "sshd accepted the connection but sent no SSH banner in 10 s: it is wedged (stopped or overloaded), and "
+        "pulumi-command would wait for it for ever (its SSH handshake has no timeout). "
+        "To fix: restart sshd on the machine (or reboot it), then run again."
+    )
+    assert "every other runner host was deployed" in lines[0]
