@@ -10,4 +10,6 @@ from fleet.program import build_fleet, export_outputs
 config = load()
 # pulumi-command's SSH handshake has no timeout: check each machine first, bounded (fleet/hostkeys.py).
 reach = check_before_deploy(config.stack, config.hosts, config.prometheus)
-export_outputs(config, build_fleet(config, reach))
+built = build_fleet(config, reach)
+reach.raise_if_refused()  # after every other machine's components were declared
+export_outputs(config, built)

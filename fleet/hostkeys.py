@@ -41,6 +41,9 @@ DEFAULT_TIMEOUT = 10.0
 # The escape hatch: `RUNNER_FLEET_REACH_CHECK=off pulumi up` leaves every machine to pulumi-command.
 REACH_CHECK_ENV = "RUNNER_FLEET_REACH_CHECK"
 
+# What messages and the program's check call the monitoring host.
+MONITORING_HOST = "monitoring host"
+
 # Host key algorithms a pinned key type is presented with (RSA keys are refused by the config).
 _ALGORITHMS = {
     "ssh-ed25519": ("ssh-ed25519",),
@@ -206,10 +209,10 @@ def pins_from_models(hosts: Sequence[HostSpec], prometheus: PrometheusSpec | Non
         pins.append(Pin(host.name, host.address, host.ssh_port, host.ssh_user, host.host_key, f"{path}.hostKey", jump))
     if prometheus is not None:
         path = f"{NAMESPACE}:prometheus"
-        jump = _jump_pin("monitoring host", path, prometheus.jump_host)
+        jump = _jump_pin(MONITORING_HOST, path, prometheus.jump_host)
         pins.append(
             Pin(
-                "monitoring host",
+                MONITORING_HOST,
                 prometheus.address,
                 prometheus.ssh_port,
                 prometheus.ssh_user,
@@ -424,8 +427,8 @@ class ReachCheck:
         lines = [
             f"runner-fleet: {len(self.refused)} machine(s) of stack {self.stack} refused by the check before "
             f"deploying ({self.seconds:.1f} s): their steps were not run and their state is kept as it is; every "
-            "other runner host was deployed; the monitoring host's steps and every deletion wait for a run in "
-            f"which all machines pass ({REACH_CHECK_ENV}=off leaves the machines to pulumi-command instead)"
+            "other machine was deployed (the monitoring host still lists a refused runner host); deletions wait "
+            f"for a run in which all machines pass ({REACH_CHECK_ENV}=off leaves the machines to pulumi-command)"
         ]
         for scan in self.refused.values():
             cause, action = explain(scan, self.stack)

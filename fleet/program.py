@@ -21,7 +21,7 @@ from components.prometheus_targets import PrometheusTargets, PrometheusTargetsAr
 from components.remote import Endpoint, Machine
 from components.runner_host import RunnerHost, RunnerHostArgs
 from fleet.config import FleetConfig, HostSpec, PrometheusSpec
-from fleet.hostkeys import ReachCheck
+from fleet.hostkeys import MONITORING_HOST, ReachCheck
 
 # The alert rules the program deploys (README "Alerts"), written for the default job name.
 RULES_PATH = Path(__file__).resolve().parent.parent / "monitoring" / "runner-fleet-alerts.yml"
@@ -114,6 +114,11 @@ def host_args(fleet: FleetConfig, host: HostSpec) -> RunnerHostArgs:
     )
 
 
+def exporter_target(args: ExporterArgs) -> str:
+    """A host's exporter as a scrape target: what its ExporterService's `target` is."""
+    return f"{args.address}:{args.port}"
+
+
 def prometheus_args(fleet: FleetConfig, targets: tuple[ScrapeTarget, ...]) -> PrometheusTargetsArgs:
     prom = fleet.prometheus
     return PrometheusTargetsArgs(
@@ -164,9 +169,10 @@ def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
 
 def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
     """The components of the stack. `reach` is the check before deploying (fleet/hostkeys.py): a
-    runner host it refused gets no component in this run, and the run then fails before anything
-    on the monitoring host, so the engine keeps the refused machines' state as it is and deletes
-    nothing (deletes come only after a complete program), while the other hosts are deployed."""
+    runner host it refused gets no component in this run (the monitoring host's still list it), a
+    refused monitoring host ends the run before its components; the program then fails
+    (__main__.py), so the engine keeps the refused machines' state as it is and deletes nothing
+    (deletes come only after a complete program), while every other machine is deployed."""
     for line in unprotected_hosts_notice(fleet):
         pulumi.log.warn(line)
     scope = GitHubScope("github", scope_args(fleet), opts=protected(fleet.protect))
@@ -181,17 +187,17 @@ def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
         for host in fleet.hosts
         if reach is None or not reach.refuses(host.name)
     ]
-    if reach is not None:
-        # Before the monitoring host's components: its target file keeps listing a refused host.
+    if reach is not None and reach.refuses(MONITORING_HOST):
         reach.raise_if_refused()
+    # Every configured host, a refused one too: Prometheus keeps scraping it (and alerting).
     targets = tuple(
         ScrapeTarget(
-            address=h.exporter.target,
+            address=exporter_target(host_args(fleet, spec).exporter),
             host=spec.name,
             role=spec.role,
             runners=tuple(r.name for r in spec.runners),
         )
-        for h, spec in zip(hosts, fleet.hosts, strict=True)
+        for spec in fleet.hosts
     )
     prometheus = PrometheusTargets(
         "prometheus",

@@ -352,10 +352,10 @@ def test_the_reach_check_is_off_under_unit_test_mocks(monkeypatch):
     assert not hostkeys.reach_check_enabled()
 
 
-def test_the_program_skips_a_refused_host_deploys_the_others_and_fails_before_the_monitoring_host(monkeypatch):
+def test_the_program_skips_a_refused_host_deploys_the_others_and_fails(monkeypatch):
     """With one production host refused (a wedged sshd), the program declares the other host's
-    components, nothing of the refused host and nothing on the monitoring host, and fails with one
-    line for the refused host (its state is then kept as it is: the engine deletes nothing)."""
+    components and the monitoring host's (its target file still listing the refused host), nothing
+    of the refused host, and fails with one line for it (the engine then deletes nothing)."""
     import pulumi
 
     from tests import conftest
@@ -382,7 +382,10 @@ def test_the_program_skips_a_refused_host_deploys_the_others_and_fails_before_th
     kept = config["hosts"][0]["name"]
     assert kept in names and any(n.startswith(f"{kept}-") for n in names)
     assert not [n for n in names if n.startswith(refused["name"])]
-    assert "prometheus" not in names and not [n for n in names if n.startswith("prometheus-")]
+    # The monitoring host is deployed, its target file still listing the refused host's exporter.
+    assert "prometheus-target-file" in names
+    target_file = next(r for r in monitors[0].requests if r.name == "prometheus-target-file")
+    assert f"{refused['address']}:{refused['exporterPort']}" in str(target_file.object)
     lines = str(excinfo.value).splitlines()
     assert lines[-1] == (
         f"runner-fleet: FAILED on {refused['name']} ({refused['address']}:22), step check before deploying: "
@@ -390,4 +393,38 @@ def test_the_program_skips_a_refused_host_deploys_the_others_and_fails_before_th
         "pulumi-command would wait for it for ever (its SSH handshake has no timeout). "
         "To fix: restart sshd on the machine (or reboot it), then run again."
     )
-    assert "every other runner host was deployed" in lines[0]
+    assert "every other machine was deployed" in lines[0]
+
+
+def test_a_refused_monitoring_host_ends_the_run_before_its_components(monkeypatch):
+    import pulumi
+
+    from tests import conftest
+
+    config = conftest.completed_stack_config("production")
+    monitors: list = []
+
+    class Recording(conftest.RecordingMonitor):
+        def __init__(self, mocks):
+            super().__init__(mocks)
+            monitors.append(self)
+
+    def check(stack, hosts, prometheus, reach=None):
+        pin = hostkeys.pins_from_models(hosts, prometheus)[-1]
+        assert pin.machine == hostkeys.MONITORING_HOST
+        scan = hostkeys.Scan(pin, hostkeys.MISMATCH, presented=conftest.fake_host_key("rebuilt"))
+        return hostkeys.ReachCheck(stack, {pin.machine: scan}, 0.1)
+
+    monkeypatch.setattr(conftest, "RecordingMonitor", Recording)
+    monkeypatch.setattr(hostkeys, "check_before_deploy", check)
+    with pytest.raises(pulumi.RunError) as excinfo:
+        conftest.run_program(config, "production")
+    names = [r.name for r in monitors[0].requests]
+    assert all(any(n.startswith(f"{h['name']}-") for n in names) for h in config["hosts"])
+    assert not [n for n in names if n.startswith("prometheus")]
+    last = str(excinfo.value).splitlines()[-1]
+    assert last.startswith(f"runner-fleet: FAILED on monitoring host ({config['prometheus']['address']}:22)")
+    assert (
+        "re-pin: pulumi config set --stack production --path runner-fleet:prometheus.hostKey "
+        f"'{conftest.fake_host_key('rebuilt')}'"
+    ) in last
