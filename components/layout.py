@@ -139,3 +139,41 @@ def grafana_provider_file(provisioning_dir: str, stack: str) -> str:
 def grafana_dashboard_dir(dashboards_dir: str, stack: str) -> str:
     """The provider's `options.path`: holds the stack's dashboard JSON and nothing else."""
     return f"{dashboards_dir.rstrip('/')}/{grafana_name(stack)}"
+
+
+# The GitHub-view collector on the monitoring host (optional, `runner-fleet:githubViewToken`).
+# Its job label: the target group sets it, so the series carry job="github-runner-github"
+# whatever the stack's scrape job is called (monitoring/METRICS.md section 2).
+GITHUB_VIEW_JOB: Final = "github-runner-github"
+
+
+def github_view_unit(stack: str) -> str:
+    return f"runner-fleet-{stack}-github-view.service"
+
+
+def github_view_collector(stack: str) -> str:
+    return f"{install_root(stack)}/bin/github-view"
+
+
+def github_view_dir(stack: str) -> str:
+    """Root-owned: the collector's config (0644) and its credential (0600)."""
+    return f"{ETC}/{stack}/github-view"
+
+
+def github_view_config(stack: str) -> str:
+    return f"{github_view_dir(stack)}/config.json"
+
+
+def github_view_token(stack: str) -> str:
+    return f"{github_view_dir(stack)}/token"
+
+
+def github_view_configs_glob() -> str:
+    """Every stack's collector config on the monitoring host: their runners are not orphans."""
+    return f"{ETC}/*/github-view/config.json"
+
+
+def github_view_target_file(stack: str) -> str:
+    """Beside the stack's target file in targetsDir; a '.' no stack name has, so it cannot be
+    another stack's target file."""
+    return f"runner-fleet-{stack}.github-view.json"

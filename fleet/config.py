@@ -78,7 +78,9 @@ SECRET_KEYS = ("githubToken", "sshPrivateKey")
 # Plain (non-structured) keys: `protect` is true or false.
 SCALAR_KEYS = ("protect",)
 OBJECT_KEYS = ("github", "hosts", "prometheus", "runner", "exporter", "grafana")
-KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS + SCALAR_KEYS)
+# Optional secrets: `githubViewToken`, the GitHub-view collector's own read-only credential.
+OPTIONAL_SECRET_KEYS = ("githubViewToken",)
+KNOWN_KEYS = frozenset(SECRET_KEYS + OBJECT_KEYS + SCALAR_KEYS + OPTIONAL_SECRET_KEYS)
 # Stacks whose resources are protected unless `runner-fleet:protect: false` says otherwise: the
 # stack name is the environment (runner labels and the policy pack say so too).
 PROTECTED_STACKS = ("production",)
@@ -682,6 +684,8 @@ class PrometheusSpec(_Model):
     job_name: Name = "github-runner-health"
     scrape_interval: Duration = "15s"
     promtool: Promtool = "promtool"
+    # The GitHub-view collector's port on the monitoring host's 127.0.0.1 (with githubViewToken).
+    github_view_port: Port = 9469
 
 
 class GrafanaSpec(_Model):
@@ -710,6 +714,7 @@ class Secrets:
 
     github_token: Any  # pulumi.Output[str]
     ssh_private_key: Any  # pulumi.Output[str]
+    github_view_token: Any = None  # pulumi.Output[str] | None: the GitHub-view collector's credential
 
 
 @dataclass(frozen=True)
@@ -1016,6 +1021,7 @@ def load(stack: str | None = None) -> FleetConfig:
         secrets=Secrets(
             github_token=settings.require_secret("githubToken"),
             ssh_private_key=settings.require_secret("sshPrivateKey"),
+            github_view_token=settings.require_secret("githubViewToken") if values["githubViewToken"] else None,
         ),
         protect=stack in PROTECTED_STACKS if values["protect"] is None else values["protect"],
     )
@@ -1047,7 +1053,34 @@ def _secret_problems(values: dict[str, Any]) -> list[Problem]:
     key_text = values["sshPrivateKey"]
     if isinstance(key_text, str) and key_text:
         problems.extend((_path("sshPrivateKey"), m) for m in _private_key_problems(key_text))
+    problems.extend(_view_token_problems(values))
     return problems
+
+
+def _view_token_problems(values: dict[str, Any]) -> list[Problem]:
+    """githubViewToken: optional; when set, a secret, one token, and not the stack's own."""
+    view = values.get("githubViewToken")
+    if view is None or view == "":
+        return []
+    path = _path("githubViewToken")
+    if not _is_secret(f"{NAMESPACE}:githubViewToken"):
+        return [(path, f"must be a secret: pulumi config set --secret {NAMESPACE}:githubViewToken ...")]
+    if not isinstance(view, str):
+        return [(path, "must be a string")]
+    if any(c.isspace() for c in view) or not view.isprintable():
+        return [(path, "must be a single token without whitespace or control characters")]
+    if len(view) < 20:
+        return [(path, f"is {len(view)} characters: too short to be a GitHub token")]
+    if view == values.get("githubToken"):
+        return [
+            (
+                path,
+                "is the same credential as githubToken: the view credential stays on the monitoring host "
+                "for good, so give it a separate read-only token (Administration: read on the repository, "
+                "or Self-hosted runners: read on the organization)",
+            )
+        ]
+    return []
 
 
 def _private_key_problems(text: str) -> list[str]:

@@ -16,6 +16,7 @@ import pulumi
 from components.exporter import ExporterArgs
 from components.github_runner import GitHubRunnerArgs, RunnerRelease, RunnerScope
 from components.github_scope import GitHubScope, GitHubScopeArgs, RunnerGroup
+from components.github_view import GitHubView, GitHubViewArgs
 from components.grafana import GrafanaDashboard, GrafanaDashboardArgs, dashboard_json
 from components.prometheus_targets import PrometheusTargets, PrometheusTargetsArgs, ScrapeTarget
 from components.remote import Endpoint, Machine
@@ -40,6 +41,7 @@ class Fleet:
     scope: GitHubScope
     hosts: list[RunnerHost]
     prometheus: PrometheusTargets
+    github_view: GitHubView | None = None
     grafana: GrafanaDashboard | None = None
 
 
@@ -167,6 +169,33 @@ def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
     )
 
 
+def github_view_args(fleet: FleetConfig) -> GitHubViewArgs | None:
+    """The GitHub-view collector's args, or None without runner-fleet:githubViewToken."""
+    token = fleet.secrets.github_view_token
+    if token is None:
+        return None
+    return GitHubViewArgs(
+        stack=fleet.stack,
+        api_url=fleet.github.effective_api_url,
+        scope_path=fleet.github.scope_path,
+        runners=tuple(runner.name for host in fleet.hosts for runner in host.runners),
+        versions=(fleet.runner.version,),
+        credential=token,
+        port=fleet.prometheus.github_view_port,
+        targets_dir=fleet.prometheus.targets_dir,
+        host=fleet.prometheus.address,
+    )
+
+
+def build_github_view(fleet: FleetConfig, prometheus: PrometheusTargets) -> GitHubView | None:
+    """On the monitoring host, after the scrape job (which creates targetsDir; a destroy then
+    removes the collector's target group before the job step looks for stacks that are left)."""
+    args = github_view_args(fleet)
+    if args is None:
+        return None
+    return GitHubView("github-view", args, machine=machine(fleet, fleet.prometheus), depends_on=[prometheus.scrape_job])
+
+
 def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
     """The components of the stack. `reach` is the check before deploying (fleet/hostkeys.py): a
     runner host it refused gets no component in this run (the monitoring host's still list it), a
@@ -211,7 +240,8 @@ def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
         if dashboard_args is None
         else GrafanaDashboard("grafana", dashboard_args, machine=machine(fleet, fleet.prometheus))
     )
-    return Fleet(scope=scope, hosts=hosts, prometheus=prometheus, grafana=grafana)
+    view = build_github_view(fleet, prometheus)
+    return Fleet(scope=scope, hosts=hosts, prometheus=prometheus, github_view=view, grafana=grafana)
 
 
 def export_outputs(fleet: FleetConfig, built: Fleet) -> None:
@@ -227,6 +257,8 @@ def export_outputs(fleet: FleetConfig, built: Fleet) -> None:
     pulumi.export("prometheusTargetFile", built.prometheus.path)
     pulumi.export("scrapeJob", fleet.prometheus.job_name)
     pulumi.export("alertRulesFile", built.prometheus.rules_file)
+    if built.github_view is not None:
+        pulumi.export("githubView", {"unit": built.github_view.unit, "url": built.github_view.url})
     if built.grafana is not None:
         pulumi.export(
             "grafanaDashboard",

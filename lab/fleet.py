@@ -32,7 +32,7 @@ MONITOR = "monitor"
 # The lab's server URL is not github.com, so the double behaves like GitHub Enterprise Server
 # (the runner then names its unit actions.runner._services.<name>.service).
 TENANT_STYLE = "ghes"
-SECRET_KEYS = {"runner-fleet:githubToken", "runner-fleet:sshPrivateKey"}
+SECRET_KEYS = {"runner-fleet:githubToken", "runner-fleet:sshPrivateKey", "runner-fleet:githubViewToken"}
 
 
 @dataclass(frozen=True)

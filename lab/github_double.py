@@ -871,6 +871,11 @@ class GitHubDouble:
 
     # Rate limits (GitHub's REST docs, "Rate limits for the REST API") ------------------------
 
+    def add_read_pat(self, token: str) -> None:
+        """Accept `token` from now on as a fine-grained token with read access only."""
+        with self._lock:
+            self._read_pat_hashes.add(_hash(token))
+
     def rate_limit(self, seconds: float, style: str = "primary") -> dict[str, Any]:
         """For `seconds` of wall time every REST call with a PAT is refused as rate limited:
         `primary` = 403 with `X-RateLimit-Remaining: 0` and the reset time, `secondary` = 429 with

@@ -97,7 +97,7 @@ def expected_default(info: Any) -> str:
 
 def test_every_model_field_is_in_the_readme_table_and_nothing_else():
     documented = set(readme_rows())
-    expected = set(all_fields()) | set(config.SECRET_KEYS) | set(config.SCALAR_KEYS)
+    expected = set(all_fields()) | set(config.SECRET_KEYS) | set(config.SCALAR_KEYS) | set(config.OPTIONAL_SECRET_KEYS)
     assert sorted(expected - documented) == [], "fields missing from README's Configuration table"
     assert sorted(documented - expected) == [], "README documents keys the models lack"
 
@@ -154,7 +154,7 @@ def test_pulumi_yaml_declares_the_required_keys_and_names_the_optional_ones():
     for key in config.SCALAR_KEYS:
         assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"
     undeclared = config.KNOWN_KEYS - set(declared) - set(config.SCALAR_KEYS)
-    assert undeclared == {"runner", "exporter", "grafana"}
+    assert undeclared == {"runner", "exporter", "grafana", *config.OPTIONAL_SECRET_KEYS}
     for key in undeclared:
         assert f"runner-fleet:{key}" in text, f"Pulumi.yaml's comment does not name optional key {key}"
 

@@ -21,11 +21,11 @@ import pytest
 from components import layout, shell
 from components.exporter import collector_units_content, exporter_unit_content
 from components.prometheus_targets import ScrapeTarget, job_block, targets_json
-from tests.conftest import IN_CI, completed_stack_config, inner_scripts, needs, run_program, unwrap
+from tests.conftest import IN_CI, SECRET_KEYS, completed_stack_config, inner_scripts, needs, run_program, unwrap
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCRIPTS = sorted(p.name for p in shell.SCRIPTS_DIR.glob("*.sh"))
-SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus|grafana)-[a-z-]+\.(create|delete|retire)\.sh$")
+SCRIPT_NAME_RE = re.compile(r"^(host|exporter|runner|prometheus|grafana|github)-[a-z-]+\.(create|delete|retire)\.sh$")
 needs_shellcheck = needs("shellcheck")
 needs_promtool = needs("promtool")
 
@@ -58,6 +58,9 @@ def _declared_inputs(name: str) -> tuple[set[str], set[str]]:
     return commented, checked
 
 
+VIEW_KEYS = ["runner-fleet:githubViewToken"]
+
+
 def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
     """Per script: (resource.field, the variables the program assigns) for every use of it in
     both committed stacks and an organization-scoped stack with a runner group."""
@@ -65,6 +68,7 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
     org = completed_stack_config("staging")
     org["github"] = {"organization": "example-org", "runnerGroups": [{"name": "ci"}]}
     org["hosts"][0]["runners"][0]["group"] = "ci"
+    org["githubViewToken"] = "github_pat_VIEWtoken0123456789abcdef"  # the GitHub-view collector
     with_grafana = completed_stack_config("production")
     with_grafana["grafana"] = {"provisioningDir": "/etc/grafana/provisioning"}
     for stack, config in (
@@ -73,7 +77,7 @@ def _passed_inputs() -> dict[str, list[tuple[str, set[str]]]]:
         ("staging", org),
         ("production", with_grafana),
     ):
-        for command in run_program(config, stack).commands():
+        for command in run_program(config, stack, secret_keys=SECRET_KEYS + VIEW_KEYS).commands():
             inputs = unwrap(command.inputs)
             for field in ("create", "delete"):
                 if field not in inputs:
