@@ -21,8 +21,20 @@ Engine rules reproduced (pkg/resource/deploy in pulumi, pulumi-go-provider infer
   dependency order (independent deletes in parallel); dependencies are the request's
   `dependencies` (explicit `depends_on`, components expanded to their descendants, and the
   resources whose Outputs flowed into inputs), the parent, and an explicit provider;
-- `protect` (inherited from the parent) blocks delete and replace; `retain_on_delete` skips the
-  provider delete.
+- `protect`, as pkg/resource/deploy does it (pulumi/pulumi at pkg/v3.259; the CLI here is v3.274):
+  a request without `protect` is unprotected (step_generator.go: a nil goal.Protect is false; the
+  SDK itself copies a parent's protect to its children); deleting a protected resource fails
+  with deleteProtectedError's text (step.go, DeleteStep.Apply, also in a preview) and the
+  deployment goes on past it (step_executor.go cancelDueToError, since pkg/v3.150): the other
+  deletes still run, except the resources the refused one depends on, transitively
+  (deployment_executor.go performPostSteps: erroredDeps); replacing a resource protected in
+  the state and in the program fails at once, before anything else starts (step_generator.go:
+  "unable to replace resource"; a preview reports it and goes on); a replacement's delete of
+  the original is never refused (DeleteStep.replacing); `retain_on_delete` skips the provider
+  delete. Not reproduced: the replacement chain of delete-before-replace dependents.
+- `run_program(..., preview_first=True)` is `pulumi up` as the CLI runs it by default (a preview,
+  then the update only if the preview succeeded); without it, `pulumi up --skip-preview` as the
+  Automation API and pulumi/actions run it.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from lab.executor.ssh import (
     SSHTransport,
     Transport,
     connection_from_inputs,
+    go_quote,
     run_command,
 )
 
@@ -608,7 +621,8 @@ class RunReport:
 
     mode: str
     ok: bool = True
-    error: str | None = None
+    error: str | None = None  # the first failure (the only one unless deletes were refused as protected)
+    errors: list[str] = field(default_factory=list)  # every failure, as the engine's diagnostics list them
     operations: list[Operation] = field(default_factory=list)
     executions: list[Execution] = field(default_factory=list)
     wall_seconds: float = 0.0
@@ -685,6 +699,29 @@ class Redactor:
 
 class ResourceFailed(Exception):
     """A step failed; raised into the program so dependents never run."""
+
+
+class DeleteProtected(ResourceFailed):
+    """A delete refused because the resource is protected: the deployment goes on past it."""
+
+
+def delete_protected_message(urn: str) -> str:
+    """pkg/resource/deploy/step.go deleteProtectedError.Error() (urn.Quote(): single quotes off Windows)."""
+    return (
+        f"resource {go_quote(urn)} cannot be deleted\n"
+        "because it is protected. To unprotect the resource, either remove the `protect` flag from the "
+        "resource in your Pulumi program and run `pulumi up`, or use the command:\n"
+        f"`pulumi state unprotect '{urn}'`"
+    )
+
+
+def replace_protected_message(urn: str) -> str:
+    """pkg/resource/deploy/step_generator.go, a replacement of a resource protected in state and program."""
+    return (
+        f"unable to replace resource {go_quote(urn)}\n"
+        "as it is currently marked for protection. To unprotect the resource, remove the `protect` flag "
+        "from the resource in your Pulumi program and run `pulumi up`"
+    )
 
 
 class DeploymentCancelled(Exception):
@@ -770,13 +807,14 @@ class Engine:
                 self.entries.append(entry)
             self._save()
 
-    def _fail(self, operation: Operation, message: str) -> ResourceFailed:
+    def _fail(self, operation: Operation, message: str, *, cancel: bool = True) -> ResourceFailed:
         message = self.redact(message) or ""
         operation.ok = False
         operation.error = message
         with self.lock:
             self.failures.append((operation.urn, message))
-            self.cancelled = True
+            if cancel:
+                self.cancelled = True
         self._record(operation)
         self.log(
             f"{self._label(operation.op, operation.name, operation.replaced_original)}  "
@@ -851,9 +889,8 @@ class Engine:
                 raise ResourceFailed(f"Duplicate resource URN '{args.urn}'")
             self.seen.add(args.urn)
             old = self._live(args.urn)
-            protect = args.protect
-            if protect is None:
-                protect = self.protect_by_urn.get(args.parent or "", False)
+            # The SDK already gave a child its parent's protect; the engine reads a missing one as false.
+            protect = bool(args.protect)
             self.protect_by_urn[args.urn] = protect
         news = from_rpc(args.inputs)
         self.redact.add(news)
@@ -923,13 +960,15 @@ class Engine:
             operation.stdout = self._shown(old.outputs.get("stdout")) if is_command else None
             operation.stderr = self._shown(old.outputs.get("stderr")) if is_command else None
             return entry.id, to_rpc(entry.outputs)
-        if op == "replace" and old is not None and old.protect:
-            raise self._fail(
-                operation, f"unable to replace resource {entry.urn!r} as it is currently marked for protection"
-            )
+        if op == "replace" and old is not None and old.protect and entry.protect:
+            message = replace_protected_message(entry.urn)
+            if not self.preview:
+                raise self._fail(operation, message)  # the engine bails at once
+            # A preview reports it and goes on, so every problem shows; the preview fails.
+            self._fail(operation, message, cancel=False)
         detail = f" [{', '.join(format_path(p) for p in changed)}]" if changed else ""
         if self.preview:
-            return self._preview_step(entry, old, operation, detail)
+            return self._preview_step(entry, old, operation, detail, record=operation.ok)
         self.log(f"{self._label(op, entry.name)} ...{detail}")
         started = time.monotonic()
         try:
@@ -980,7 +1019,7 @@ class Engine:
         entry.outputs = self._outputs(entry.inputs, entry.additional_secret_outputs, plain(stdout), plain(stderr))
 
     def _preview_step(
-        self, entry: Entry, old: Entry | None, operation: Operation, detail: str
+        self, entry: Entry, old: Entry | None, operation: Operation, detail: str, *, record: bool = True
     ) -> tuple[str | None, dict[str, Any]]:
         entry.id = old.id if old is not None and operation.op == "update" else None
         if entry.type == COMMAND:
@@ -993,8 +1032,9 @@ class Engine:
             outputs = self._outputs(entry.inputs, entry.additional_secret_outputs, None, None)
             outputs.pop("stdout")
             outputs.pop("stderr")
-        self._record(operation)
-        self.log(f"{self._label(operation.op, entry.name)}{detail}")
+        if record:
+            self._record(operation)
+            self.log(f"{self._label(operation.op, entry.name)}{detail}")
         return entry.id or "", to_rpc(outputs)
 
     # deletes -------------------------------------------------------------------------------------
@@ -1004,10 +1044,9 @@ class Engine:
         operation = Operation(
             entry.urn, entry.type, entry.name, "delete", replaced_original=replaced_original, planned=self.preview
         )
-        if entry.protect:
-            raise self._fail(
-                operation, f"unable to delete resource {entry.urn!r} as it is currently marked for protection"
-            )
+        if entry.protect and not replaced_original:
+            failure = self._fail(operation, delete_protected_message(entry.urn), cancel=False)
+            raise DeleteProtected(str(failure))
         if self.preview:
             self._record(operation)
             self.log(self._label("delete", entry.name, replaced_original))
@@ -1032,7 +1071,12 @@ class Engine:
         self.log(f"{self._label('delete', entry.name, replaced_original)}  {operation.seconds:.1f}s")
 
     def delete_all(self, doomed: list[Entry]) -> bool:
-        """Delete `doomed` in reverse dependency order, independent ones in parallel; False on failure."""
+        """Delete `doomed` in reverse dependency order, independent ones in parallel; False on failure.
+
+        A refused protected delete does not stop the others (the engine continues past
+        deleteProtectedError); what the refused resource depends on, transitively, is never
+        attempted (it still has a dependent). Any other failure starts nothing new.
+        """
         if not doomed:
             return True
         urns = {id(e): e.urn for e in doomed}
@@ -1045,27 +1089,50 @@ class Engine:
         by_id = {id(e): e for e in doomed}
         done: set[int] = set()
         started: set[int] = set()
+        refused: set[int] = set()  # refused, or left because something that goes first was refused
         failed = False
+
+        def leave_dependencies() -> None:
+            """The engine's erroredDeps: everything a refused resource depends on stays."""
+            changed = True
+            while changed:
+                changed = False
+                for i in by_id:
+                    if i not in refused and i not in started and blockers[i] & refused:
+                        refused.add(i)
+                        started.add(i)
+                        changed = True
+
+        def next_ready(running: bool = False) -> list[int]:
+            leave_dependencies()
+            ready = [i for i in by_id if i not in started and blockers[i] <= done]
+            if not ready and not running and len(started) < len(doomed):
+                ready = [i for i in by_id if i not in started][:1]  # a cycle: break it
+            return ready
+
         if self.preview:
-            while len(done) < len(doomed):
-                ready = [i for i in by_id if i not in done and blockers[i] <= done] or [
-                    i for i in by_id if i not in done
-                ][:1]
+            while True:
+                ready = next_ready()
+                if not ready:
+                    break
                 for i in ready:
+                    started.add(i)
                     try:
                         self._delete_entry(by_id[i], replaced_original=by_id[i].pending_delete)
+                    except DeleteProtected:
+                        refused.add(i)
+                        failed = True
+                        continue
                     except ResourceFailed:
                         return False
                     done.add(i)
-            return True
+            return not failed
+        cancelled = False
         with ThreadPoolExecutor(max_workers=DELETE_THREADS, thread_name_prefix="delete") as pool:
             running: dict[Future[None], int] = {}
             while True:
-                if not failed:
-                    ready = [i for i in by_id if i not in started and blockers[i] <= done]
-                    if not ready and not running and len(started) < len(doomed):
-                        ready = [i for i in by_id if i not in started][:1]  # a cycle: break it
-                    for i in ready:
+                if not cancelled:
+                    for i in next_ready(running=bool(running)):
                         started.add(i)
                         entry = by_id[i]
                         running[pool.submit(self._delete_entry, entry, replaced_original=entry.pending_delete)] = i
@@ -1077,8 +1144,11 @@ class Engine:
                     try:
                         future.result()
                         done.add(i)
-                    except ResourceFailed:
+                    except DeleteProtected:
+                        refused.add(i)
                         failed = True
+                    except ResourceFailed:
+                        failed = cancelled = True
         return not failed
 
     def deletes_after_program(self) -> list[Entry]:
@@ -1205,6 +1275,7 @@ def run_program(
     invokes: Mapping[str, InvokeAnswer] | None = None,
     log: Log = print,
     transport: Transport | None = None,
+    preview_first: bool = False,
 ) -> RunReport:
     """Run the Pulumi program in `project_dir` for `stack` and carry out (or plan) its steps.
 
@@ -1212,10 +1283,18 @@ def run_program(
     the state file is not written), "destroy" (delete everything in state; the program is not run).
     `config` maps "project:key" to values (structured values as Python objects); `secret_keys`
     names the secret ones. `invokes` overrides answers to provider functions by token.
-    `transport` replaces the SSH transport (tests).
+    `transport` replaces the SSH transport (tests). `preview_first` (up only): preview first
+    and go on only if the preview succeeded, as `pulumi up` does without `--skip-preview`;
+    without it the run is `pulumi up --skip-preview` (the Automation API, pulumi/actions).
     """
     if mode not in ("up", "preview", "destroy"):
         raise ValueError(f"mode must be up, preview or destroy, not {mode!r}")
+    if preview_first and mode == "up":
+        first = run_program(project_dir, stack, config, secret_keys, state_path, "preview", invokes, log, transport)
+        if not first.ok:
+            first.mode = mode
+            first.error = f"preview failed: {first.error}"
+            return first
     started = time.monotonic()
     project_dir = Path(project_dir)
     project = _project_name(project_dir)
@@ -1258,9 +1337,12 @@ def run_program(
     finally:
         report.wall_seconds = time.monotonic() - started
     if engine.failures:
-        urn, message = engine.failures[0]
         report.ok = False
-        report.error = f"{urn.rsplit('::', 1)[-1]} ({urn.split('::')[2].split('$')[-1]}): {message}"
+        report.errors = [
+            redactor(f"{urn.rsplit('::', 1)[-1]} ({urn.split('::')[2].split('$')[-1]}): {message}") or ""
+            for urn, message in engine.failures
+        ]
+        report.error = report.errors[0]
     elif not ok:
         report.ok = False
     report.error = redactor(report.error)

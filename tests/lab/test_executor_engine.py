@@ -531,7 +531,7 @@ def test_protected_resource_is_not_deleted(stack: Stack) -> None:
     stack.remove("a1")
     report = stack.run()
     assert not report.ok
-    assert "protection" in (report.error or "")
+    assert "cannot be deleted\nbecause it is protected" in (report.error or "")
     assert stack.state_urns() == ["a1"]
 
 
