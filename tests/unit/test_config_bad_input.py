@@ -156,6 +156,11 @@ CASES: dict[str, Case] = {
         "githubToken",
         "without whitespace or control characters",
     ),
+    "view token set in plain text": (
+        lambda c: c.update(githubViewToken="github_pat_VIEWtoken0123456789abcdef"),
+        "githubViewToken",
+        "must be a secret",
+    ),
     # --- values of the wrong type: a clear problem, never a crash ---
     "hosts is a mapping": (lambda c: c.update(hosts={"a": 1}), "runner-fleet:hosts", "must be a list of hosts"),
     "a host is a string": (lambda c: c["hosts"].__setitem__(0, "Serotonin"), "hosts[0]", "must be a mapping"),

@@ -366,3 +366,50 @@ def test_program_deploys_the_collector_only_with_a_view_token():
     without = run_program(completed_stack_config("production"), "production")
     assert not [r for r in without.resources if r.name.startswith("github-view")]
     assert "githubView" not in without.outputs
+
+
+VIEW_KEYS = [*SECRET_KEYS, "runner-fleet:githubViewToken"]
+
+
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [
+        ("null", "too short to be a GitHub token"),
+        (VIEW_TOKEN + "\n", "without whitespace or control characters"),
+        (SENTINEL_TOKEN, "is the same credential as githubToken"),
+    ],
+)
+def test_a_bad_view_token_is_refused_naming_its_key_and_never_its_value(token, fragment):
+    from fleet.config import ConfigError
+
+    config = _with_view("production")
+    config["githubViewToken"] = token
+    with pytest.raises(ConfigError) as caught:
+        run_program(config, "production", secret_keys=VIEW_KEYS)
+    message = str(caught.value)
+    assert any(
+        line.strip().startswith("runner-fleet:githubViewToken: ") and fragment in line for line in message.splitlines()
+    ), message
+    assert token.strip() not in message
+
+
+def test_the_collector_runs_as_its_unit_runs_it(double, tmp_path):
+    """`python3 -I -B github-view CONFIG --once` with the credential where systemd puts it."""
+    double.add_runner("declared-0", repo=REPO)
+    config = json.loads(config_json(ARGS))
+    config.update(api_url=double.api_url, scope_path=f"repos/{REPO}", runners=["declared-0"], declared_glob="")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "token").write_text(VIEW_TOKEN + "\n")
+    result = subprocess.run(
+        ["python3", "-I", "-B", str(COLLECTOR), str(tmp_path / "config.json"), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"CREDENTIALS_DIRECTORY": str(credentials), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'github_runner_github_registered{runner="declared-0"} 1' in result.stdout
+    assert VIEW_TOKEN not in result.stdout + result.stderr
+    assert {c["credential"] for c in double.calls} == {"read-pat"}
