@@ -311,6 +311,23 @@ def read_outputs(text: str) -> dict[str, Any]:
     return {}
 
 
+def unreachable_cause(stack: str, name: str, message: str) -> Cause:
+    """A host that could not be checked; one that shows another host key gets the command that
+    tells the two keys apart and re-pins (fleet/hostkeys.py)."""
+    if "host key" in message:
+        return Cause(
+            5,
+            name,
+            "host",
+            "the host shows a host key other than the pinned one (rebuilt? or someone in the middle)",
+            (message,),
+            f"runner-fleet host-keys --stack {stack} prints the pinned and the presented SHA256 fingerprints and "
+            "the exact `pulumi config set --path …` that re-pins; compare the presented one with the machine's "
+            "console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) first",
+        )
+    return Cause(5, name, "host", "the host cannot be reached", (message,))
+
+
 def diagnose(
     stack: str,
     plans: Sequence[HostPlan],
@@ -329,7 +346,7 @@ def diagnose(
             sections = parse_probe(ssh(p.endpoint, probe_script(p)))
         except Unreachable as e:
             result.unreachable[name] = str(e)
-            result.causes.append(Cause(5, name, "host", "the host cannot be reached", (str(e),)))
+            result.causes.append(unreachable_cause(stack, name, str(e)))
             continue
         host_causes, host_facts = analyse_host(name, sections.get("host", {}), p.exporter_port)
         result.causes += host_causes

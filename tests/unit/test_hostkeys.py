@@ -428,3 +428,22 @@ def test_a_refused_monitoring_host_ends_the_run_before_its_components(monkeypatc
         "re-pin: pulumi config set --stack production --path runner-fleet:prometheus.hostKey "
         f"'{conftest.fake_host_key('rebuilt')}'"
     ) in last
+
+
+def test_diagnose_points_a_host_key_refusal_at_host_keys(keys):
+    """diagnose's SSH (fleet/verify.py) refuses a rebuilt host's key; the cause it reports says
+    which command shows both fingerprints and re-pins."""
+    from fleet import diagnose, verify
+
+    server = SSHServer(keys["new"][0])
+    endpoint = verify.Endpoint("runner-a", "127.0.0.1", server.port, "root", keys["old"][1])
+    try:
+        with pytest.raises(verify.Unreachable) as excinfo:
+            verify.ssh_run(endpoint, keys["old"][0], "true", timeout=5)
+    finally:
+        server.close()
+    cause = diagnose.unreachable_cause(STACK, "runner-a", str(excinfo.value))
+    assert "host key other than the pinned one" in cause.cause
+    assert cause.fix.startswith(f"runner-fleet host-keys --stack {STACK} prints the pinned and the presented")
+    plain = diagnose.unreachable_cause(STACK, "runner-a", "127.0.0.1:22: Connection refused")
+    assert plain.cause == "the host cannot be reached" and not plain.fix
