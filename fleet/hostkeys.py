@@ -61,6 +61,7 @@ STALLED = "stalled"  # banner sent, key exchange not finished in time
 UNREACHABLE = "unreachable"  # no TCP connection (down, link cut, filtered, refused)
 ERROR = "error"  # another SSH failure
 NOT_SCANNED = "not-scanned"  # behind a jump host and no key to log in to the jump host with
+BANNER_ONLY = "banner-only"  # sshd answered, key not compared (paramiko is not installed)
 
 
 class HostKeyError(Exception):
@@ -102,6 +103,12 @@ class Scan:
     @property
     def ok(self) -> bool:
         return self.status == MATCH
+
+    @property
+    def usable(self) -> bool:
+        """Whether the program lets pulumi-command at the machine (a banner-only scan proves sshd
+        answers; pulumi-command then compares the key itself)."""
+        return self.status in (MATCH, BANNER_ONLY)
 
     def to_json(self, stack: str | None) -> dict[str, Any]:
         return {
@@ -176,6 +183,11 @@ def explain(scan: Scan, stack: str | None) -> tuple[str, str]:
         return f"unreachable ({scan.detail})", "bring the machine or its network back, then run again"
     if scan.status == NOT_SCANNED:
         return f"not scanned: {scan.detail}", "pass --ssh-key, or check the machine from its jump host"
+    if scan.status == BANNER_ONLY:
+        return (
+            f"sshd answers, but its key was not compared ({scan.detail})",
+            "install paramiko (pip install paramiko) to compare host keys",
+        )
     return f"SSH failed ({scan.detail})", "check sshd on the machine (journalctl -u ssh), then run again"
 
 
@@ -319,9 +331,34 @@ def scan(pin: Pin, timeout: float = DEFAULT_TIMEOUT, *, private_key: Any = None)
     except OSError as e:
         return Scan(pin, UNREACHABLE, detail=_tcp_reason(e), seconds=time.monotonic() - started)
     try:
+        try:
+            import paramiko  # noqa: F401 - only whether it is there
+        except ImportError:
+            return _banner_only(sock, pin, started, timeout)
         return _scan_on(sock, pin, started, timeout)
     finally:
         sock.close()
+
+
+def _banner_only(sock: socket.socket, pin: Pin, started: float, timeout: float) -> Scan:
+    """Without paramiko (a runtime without the dev requirements): wait for sshd's identification
+    line only. It tells a wedged sshd from a working one; the key is left to pulumi-command."""
+    seen = b""
+    deadline = started + timeout
+    while time.monotonic() < deadline and not seen.endswith(b"\n"):
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(256)
+        except TimeoutError:
+            break
+        except OSError as e:
+            return Scan(pin, ERROR, detail=_tcp_reason(e), seconds=time.monotonic() - started)
+        if not chunk:
+            return Scan(pin, ERROR, detail="the server closed the connection", seconds=time.monotonic() - started)
+        seen += chunk
+    if b"SSH-" not in seen:
+        return Scan(pin, NO_BANNER, detail=f"{timeout:g} s", seconds=time.monotonic() - started)
+    return Scan(pin, BANNER_ONLY, detail="paramiko is not installed", seconds=time.monotonic() - started)
 
 
 def _scan_via_jump(pin: Pin, timeout: float, private_key: Any, started: float) -> Scan:
@@ -458,7 +495,7 @@ def check_before_deploy(
     started = time.monotonic()
     scans = (reach or program_reach)(pins)
     check = ReachCheck(
-        stack, {p.machine: s for p, s in zip(pins, scans, strict=True) if not s.ok}, time.monotonic() - started
+        stack, {p.machine: s for p, s in zip(pins, scans, strict=True) if not s.usable}, time.monotonic() - started
     )
     pulumi.log.info(
         f"runner-fleet: checked {len(pins)} machine(s) in {check.seconds:.1f} s: "

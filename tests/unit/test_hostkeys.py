@@ -447,3 +447,20 @@ def test_diagnose_points_a_host_key_refusal_at_host_keys(keys):
     assert cause.fix.startswith(f"runner-fleet host-keys --stack {STACK} prints the pinned and the presented")
     plain = diagnose.unreachable_cause(STACK, "runner-a", "127.0.0.1:22: Connection refused")
     assert plain.cause == "the host cannot be reached" and not plain.fix
+
+
+def test_without_paramiko_the_check_still_tells_a_wedged_sshd(keys, monkeypatch):
+    """requirements.txt alone has no paramiko: the check then waits for sshd's banner only."""
+    import sys
+
+    server = SSHServer(keys["new"][0])
+    silent = SilentListener()
+    monkeypatch.setitem(sys.modules, "paramiko", None)  # `import paramiko` raises ImportError
+    try:
+        answered = hostkeys.scan(_pin(server.port, keys["old"][1]), timeout=2)
+        wedged = hostkeys.scan(_pin(silent.port, keys["old"][1]), timeout=1)
+    finally:
+        server.close()
+        silent.close()
+    assert answered.status == hostkeys.BANNER_ONLY and answered.usable and not answered.ok
+    assert wedged.status == hostkeys.NO_BANNER and not wedged.usable
