@@ -122,18 +122,23 @@ def test_github_view_in_the_lab(fleet):
 
     # The credential: root's, 0600, and nowhere else (files, journal, process table, unit, state).
     assert on_monitor(fleet, f"stat -c '%U %G %a' {TOKEN_FILE}").strip() == "root root 600"
-    token_q = shlex.quote(view_token)
+    # The searches read the token from its own file (`grep -f`): a token in their command line
+    # would land in sudo's journal entry and in the process table, and be found there.
     hits = on_monitor(
         fleet,
-        f"grep -rlF -- {token_q} /etc /opt /var/lib /var/log /root /home /tmp 2>/dev/null"
+        f"grep -rlF -f {TOKEN_FILE} /etc /opt /var/lib /var/log /root /home /tmp 2>/dev/null"
         f" | grep -vxF {TOKEN_FILE} || true",
     )
     assert hits.strip() == "", f"the view token is in {hits}"
-    assert on_monitor(fleet, f"journalctl --no-pager -o cat | grep -cF -- {token_q} || true").strip() == "0"
+    assert on_monitor(fleet, f"journalctl --no-pager -o cat | grep -cF -f {TOKEN_FILE} || true").strip() == "0"
     procs = on_monitor(
-        fleet, f"cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | grep -caF -- {token_q} || true"
+        fleet, f"cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | grep -caF -f {TOKEN_FILE} || true"
     )
     assert procs.strip() == "0"
+    unit_file = on_monitor(fleet, f"systemctl cat {UNIT}")
+    assert "LoadCredential=token:" in unit_file and view_token not in unit_file
+    rc, _, _ = fleet.lab.run_on(MONITOR, f"cat {TOKEN_FILE}")
+    assert rc != 0, "the login user cannot read the credential"
     assert view_token not in fleet.state_path(STACK).read_text(), "the executor's state keeps it encrypted"
     exposure = on_monitor(fleet, f"systemd-analyze security {UNIT} --no-pager 2>&1 | tail -n 1")
     print(f"github view: systemd-analyze security {UNIT}: {exposure.strip()}")
