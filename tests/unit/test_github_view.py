@@ -28,6 +28,7 @@ from tests.conftest import (
     fake_host_key,
     inner_script,
     needs,
+    needs_root,
     plain_parts,
     run_program,
     run_under_mocks,
@@ -413,3 +414,144 @@ def test_the_collector_runs_as_its_unit_runs_it(double, tmp_path):
     assert 'github_runner_github_registered{runner="declared-0"} 1' in result.stdout
     assert VIEW_TOKEN not in result.stdout + result.stderr
     assert {c["credential"] for c in double.calls} == {"read-pat"}
+
+
+# --- the step's scripts, run locally (systemctl, journalctl and curl stubbed) ----------------
+
+
+class FakeMonitor:
+    """The monitoring host in a temp dir: every path the scripts use is an input, so they all
+    point here; the unit "runs" when systemctl restarts it and curl answers with `page`."""
+
+    def __init__(self, tmp_path: Path, page: str) -> None:
+        self.root = tmp_path
+        self.state = tmp_path / "state"
+        self.state.mkdir()
+        (self.state / "page").write_text(page)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        s = self.state
+        stubs = {
+            "systemctl": f'echo "$*" >>{s}/systemctl.log\n'
+            'case "$1" in\n'
+            f"  is-active) [ -e {s}/active ] || exit 3 ;;\n"
+            f"  restart) touch {s}/active ;;\n"
+            f"  stop) rm -f {s}/active ;;\n"
+            "esac\n",
+            "curl": f"for a; do url=$a; done\n[ -e {s}/active ] || exit 7\n"
+            f'case "$url" in */metrics) cat {s}/page ;; esac\n',
+            "journalctl": "echo 'github-view: http_4xx: GET repos/o/r/actions/runners?per_page=100&page=1:"
+            " 401 Bad credentials'\n",
+        }
+        for name, body in stubs.items():
+            (bin_dir / name).write_text("#!/bin/bash\n" + body)
+            (bin_dir / name).chmod(0o755)
+        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.targets = tmp_path / "targets"
+        self.common = {
+            "STACK": "production",
+            "COLLECTOR_PATH": str(tmp_path / "opt/production/bin/github-view"),
+            "CONFIG_DIR": str(tmp_path / "etc/production/github-view"),
+            "UNIT_DIR": str(tmp_path / "systemd"),
+            "UNIT": layout.github_view_unit("production"),
+            "TARGETS_DIR": str(self.targets),
+            "TARGET_FILE": layout.github_view_target_file("production"),
+            "LOCK_FILE": str(tmp_path / "prometheus.lock"),
+        }
+        (tmp_path / "systemd").mkdir()
+
+    def restarts(self) -> int:
+        log = self.state / "systemctl.log"
+        return sum(line.startswith("restart") for line in log.read_text().splitlines()) if log.exists() else 0
+
+    def create(self, token: str = VIEW_TOKEN) -> subprocess.CompletedProcess:
+        variables = {
+            **self.common,
+            "COLLECTOR": shell.host_file_text("github-view.py"),
+            "CONFIG_FILE": self.common["CONFIG_DIR"] + "/config.json",
+            "CONFIG_JSON": config_json(ARGS),
+            "TOKEN_FILE": self.common["CONFIG_DIR"] + "/token",
+            "UNIT_CONTENT": unit_content("production"),
+            "PORT": 9469,
+            "TARGET_JSON": target_json(ARGS),
+        }
+        script = shell.render("github-view-collector.create.sh", variables)
+        return subprocess.run(
+            ["bash", "-c", script, "github-view-collector.create.sh"],
+            input=token + "\n",
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+
+    def delete(self) -> subprocess.CompletedProcess:
+        script = shell.render("github-view-collector.delete.sh", self.common)
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=self.env, timeout=60)
+
+
+LISTED = (
+    "# TYPE github_runner_github_last_success_timestamp_seconds gauge\n"
+    "github_runner_github_last_success_timestamp_seconds 1796126057.04\n"
+    'github_runner_github_errors_total{reason="http_4xx"} 0\n'
+)
+
+
+@needs_root()
+def test_the_step_installs_the_credential_root_only_and_converges(tmp_path):
+    host = FakeMonitor(tmp_path, LISTED)
+    first = host.create()
+    assert first.returncode == 0, first.stderr
+    token_file = Path(host.common["CONFIG_DIR"]) / "token"
+    assert token_file.read_text() == VIEW_TOKEN + "\n"
+    info = token_file.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 0, 0o600)
+    assert json.loads((host.targets / layout.github_view_target_file("production")).read_text()) == json.loads(
+        target_json(ARGS)
+    )
+    unit_file = Path(host.common["UNIT_DIR"]) / host.common["UNIT"]
+    assert "LoadCredential=token:" in unit_file.read_text()
+    for path in [unit_file, Path(host.common["CONFIG_DIR"]) / "config.json", Path(host.common["COLLECTOR_PATH"])]:
+        assert VIEW_TOKEN not in path.read_text()
+    assert host.restarts() == 1
+    assert VIEW_TOKEN not in first.stdout + first.stderr
+
+    again = host.create()
+    assert again.returncode == 0, again.stderr
+    assert host.restarts() == 1, "nothing changed: no restart"
+    rotated = host.create("github_pat_ROTATEDtoken0123456789abcdefgh")
+    assert rotated.returncode == 0 and host.restarts() == 2, "a new credential restarts the collector"
+    assert "ROTATED" in token_file.read_text()
+    # Debris of a run killed half-way is removed by the next.
+    (token_file.parent / "token.runner-fleet.tmp").write_text("half")
+    assert host.create("github_pat_ROTATEDtoken0123456789abcdefgh").returncode == 0
+    assert not (token_file.parent / "token.runner-fleet.tmp").exists()
+
+    # Destroy: only this stack's pieces.
+    other_target = host.targets / layout.github_view_target_file("staging")
+    other_target.write_text("[]")
+    stack_target = host.targets / layout.target_file("production")
+    stack_target.write_text("[]")
+    gone = host.delete()
+    assert gone.returncode == 0, gone.stderr
+    assert not token_file.exists() and not unit_file.exists()
+    assert not Path(host.common["COLLECTOR_PATH"]).exists()
+    assert not (host.targets / layout.github_view_target_file("production")).exists()
+    assert other_target.exists() and stack_target.exists()
+    assert host.delete().returncode == 0, "a second delete finds nothing to do"
+
+
+@needs_root()
+def test_a_refused_credential_fails_the_step_naming_the_key(tmp_path):
+    never = (
+        "github_runner_github_last_success_timestamp_seconds 0\n"
+        'github_runner_github_errors_total{reason="http_4xx"} 1\n'
+    )
+    host = FakeMonitor(tmp_path, "# HELP x\n" + never)
+    result = host.create()
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("runner-fleet: FAILED on ") and "runner-fleet:githubViewToken" in last, last
+    assert "401 Bad credentials" in last
+    assert VIEW_TOKEN not in result.stdout + result.stderr
+    assert not (host.targets / layout.github_view_target_file("production")).exists(), "not listed for Prometheus"
