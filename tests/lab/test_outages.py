@@ -337,7 +337,8 @@ def test_a_rebuilt_host_is_refused_until_re_pinned_then_reinstalled_without_a_se
     # The operator's tool says the same, against the lab's real sshd.
     code, out = _host_keys(_stack_file(fleet, config, tmp_path))
     assert code == 1
-    assert f"{DOWN} ({host.address}:22): host key mismatch" in out and out.rstrip().endswith(command)
+    ours = [line for line in out.splitlines() if line.startswith(f"{DOWN} ({host.address}:22): ")]
+    assert len(ours) == 1 and ": host key mismatch" in ours[0] and ours[0].endswith(command), out
 
     # Re-pin with the value the command sets, then deploy: re-installed, re-registered, one registration.
     config["runner-fleet:hosts"][index]["hostKey"] = shlex.split(command)[-1]
