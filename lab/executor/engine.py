@@ -654,7 +654,8 @@ class RunReport:
     def summary(self) -> str:
         """One line: counts, commands run, wall time."""
         c = self.counts()
-        verb = "would be " if self.mode == "preview" else ""
+        planned = self.mode == "preview" or bool(self.operations) and all(o.planned for o in self.operations)
+        verb = "would be " if planned else ""
         parts = [
             f"{c['create']} {verb}created",
             f"{c['update']} {verb}updated",
