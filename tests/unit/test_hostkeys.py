@@ -464,3 +464,112 @@ def test_without_paramiko_the_check_still_tells_a_wedged_sshd(keys, monkeypatch)
         silent.close()
     assert answered.status == hostkeys.BANNER_ONLY and answered.usable and not answered.ok
     assert wedged.status == hostkeys.NO_BANNER and not wedged.usable
+
+
+class _JumpServer(paramiko.ServerInterface):
+    def __init__(self, client_key: paramiko.PKey) -> None:
+        self.client_key = client_key
+        self.forwards: list[tuple[int, tuple[str, int]]] = []
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_auth_publickey(self, username, key):
+        ok = username == "jump" and key.asbytes() == self.client_key.asbytes()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED if kind == "direct-tcpip" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination):
+        self.forwards.append((chanid, destination))
+        return paramiko.OPEN_SUCCEEDED
+
+
+def _pipe(channel, sock) -> None:
+    def copy(read, write):
+        try:
+            while data := read(32768):
+                write(data)
+        except OSError:
+            pass
+        finally:
+            channel.close()
+            sock.close()
+
+    threading.Thread(target=copy, args=(channel.recv, sock.sendall), daemon=True).start()
+    threading.Thread(target=copy, args=(sock.recv, channel.sendall), daemon=True).start()
+
+
+class JumpHost:
+    """An SSH jump host on 127.0.0.1: public-key login as `jump`, then direct-tcpip forwarding."""
+
+    def __init__(self, host_key: paramiko.PKey, client_key: paramiko.PKey) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.host_key, self.client_key = host_key, client_key
+        self.transports: list[paramiko.Transport] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(self.host_key)
+            self.transports.append(transport)
+            server = _JumpServer(self.client_key)
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=server)
+            threading.Thread(target=self._forward, args=(transport, server), daemon=True).start()
+
+    @staticmethod
+    def _forward(transport: paramiko.Transport, server: _JumpServer) -> None:
+        channel = transport.accept(10)
+        if channel is None or not server.forwards:
+            return
+        _, (host, port) = server.forwards[-1]
+        assert host == "127.0.0.1"  # the test only ever forwards on loopback
+        _pipe(channel, socket.create_connection((host, port), timeout=5))
+
+    def close(self) -> None:
+        self.sock.close()
+        for transport in self.transports:
+            transport.close()
+
+
+def test_host_keys_scans_a_machine_behind_its_jump_host_with_the_ssh_key(keys, tmp_path):
+    client_key, _ = _ed25519(tmp_path, "client")
+    jump_key, jump_public = _ed25519(tmp_path, "jump")
+    jump = JumpHost(jump_key, client_key)
+    target = SSHServer(keys["new"][0])
+    try:
+        jump_pin = hostkeys.Pin(
+            "runner-a (jump host)",
+            "127.0.0.1",
+            jump.port,
+            "jump",
+            jump_public,
+            "runner-fleet:hosts[0].jumpHost.hostKey",
+        )
+        pin = dataclasses.replace(_pin(target.port, keys["old"][1]), jump=jump_pin)
+        without = hostkeys.scan(pin, timeout=5)
+        behind = hostkeys.scan(pin, timeout=5, private_key=client_key)
+        repinned = hostkeys.scan(dataclasses.replace(pin, pinned=keys["new"][1]), timeout=5, private_key=client_key)
+        wrong_jump = hostkeys.scan(
+            dataclasses.replace(pin, jump=dataclasses.replace(jump_pin, pinned=keys["old"][1])),
+            timeout=5,
+            private_key=client_key,
+        )
+    finally:
+        jump.close()
+        target.close()
+    assert without.status == hostkeys.NOT_SCANNED
+    assert behind.status == hostkeys.MISMATCH and behind.presented == keys["new"][1], behind.detail
+    assert repinned.status == hostkeys.MATCH, repinned.detail
+    # A jump host that shows another key is never logged in to.
+    assert wrong_jump.status == hostkeys.UNREACHABLE and "its jump host" in wrong_jump.detail
