@@ -96,6 +96,8 @@ def test_github_view_in_the_lab(fleet):
     assert value(fleet, f"count(github_runner_github_orphan{{{JOB}}})") == UNDECLARED
     listing = [c for c in double.calls if c["path"].endswith("/actions/runners") and c["credential"] == "read-pat"]
     assert {"1", "2"} <= {c["query"].get("page") for c in listing}, "both pages listed"
+    viewer = [c for c in double.calls if c["credential"] == "read-pat"]
+    assert {c["method"] for c in viewer} == {"GET"}, "the collector only reads"
     assert value(fleet, f'github_runner_version_behind_releases{{{JOB},version="{pinned}"}}') == 0
     assert value(fleet, f"github_runner_github_rate_limit_limit{{{JOB}}}") == 5000
 
