@@ -133,6 +133,11 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
+def _gh_time(ts: float) -> str:
+    """A time as GitHub's REST answers write it (`2019-08-08T08:00:00Z`, whole seconds)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _registration_token() -> str:
     """GitHub's registration tokens are 29 upper-case letters and digits."""
     alphabet = string.ascii_uppercase + string.digits
@@ -232,6 +237,30 @@ class Runner:
 
 
 @dataclass
+class Job:
+    """A workflow job queued for a self-hosted runner (GitHub's `job` object, the fields the lab
+    needs). `duration` and `result` are the test's script for the job's steps: how long the
+    stand-in's worker runs them and the conclusion they end with. Not persisted: a restarted double
+    has no queue, like its sessions."""
+
+    id: int
+    run_id: int
+    run_attempt: int
+    repo: str  # "owner/repo" as the repository is spelled
+    name: str
+    labels: list[str]
+    created_at: float
+    duration: float = 1.0
+    result: str = "success"  # success | failure | cancelled
+    status: str = "queued"  # queued | in_progress | completed
+    conclusion: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    runner_id: int | None = None
+    runner_name: str | None = None
+
+
+@dataclass
 class Token:
     kind: str  # registration | remove | tenant-register | tenant-remove
     scope: str
@@ -312,6 +341,7 @@ class GitHubDouble:
         self._orgs: set[str] = set()
         self._groups: dict[str, dict[int, Group]] = {}
         self._runners: dict[int, Runner] = {}
+        self._jobs: dict[int, Job] = {}
         self._tokens: dict[str, Token] = {}
         self._label_ids: dict[str, int] = {}
         self._next = {"runner": 1, "label": 1, "group": 2, "job": 1}
@@ -467,6 +497,197 @@ class GitHubDouble:
             self._save()
             return self._state_runner(runner)
 
+    def queue_job(
+        self,
+        repo: str,
+        labels: Iterable[str],
+        name: str = DEFAULT_JOB_NAME,
+        duration: float = 1.0,
+        result: str = "success",
+    ) -> dict[str, Any]:
+        """A workflow job with `runs-on: labels` queued in `repo`. GitHub hands it to an online,
+        idle runner of the repository (or of its organization) whose labels include every one of
+        `labels`, compared case-insensitively, when that runner next asks for a message; until
+        then it waits (status `queued`)."""
+        if result not in ("success", "failure", "cancelled"):
+            raise ValueError("result must be success, failure or cancelled")
+        wanted = [str(label) for label in labels]
+        if not wanted:
+            raise ValueError("a job needs at least one runs-on label")
+        with self._cond:
+            scope = self._require_scope(self._scope_of(repo, None))
+            job_id = self._take("job")
+            job = Job(
+                id=job_id,
+                run_id=1000 + job_id,
+                run_attempt=1,
+                repo=scope_name(scope),
+                name=name,
+                labels=wanted,
+                created_at=self.clock.now(),
+                duration=float(duration),
+                result=result,
+            )
+            self._jobs[job.id] = job
+            self._cond.notify_all()
+            return self._job_state(job)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        with self._lock:
+            job = self._jobs.get(int(job_id))
+            if job is None:
+                raise _not_found()
+            return self._job_state(job)
+
+    def _job_state(self, job: Job) -> dict[str, Any]:
+        return asdict(job) | {
+            "created": _iso(job.created_at),
+            "started": _iso(job.started_at) if job.started_at is not None else None,
+            "completed": _iso(job.completed_at) if job.completed_at is not None else None,
+            "queue_seconds": (job.started_at - job.created_at) if job.started_at is not None else None,
+        }
+
+    def _eligible(self, runner: Runner, job: Job) -> bool:
+        owner = job.repo.split("/", 1)[0]
+        if runner.scope.lower() not in (f"repos/{job.repo}".lower(), f"orgs/{owner}".lower()):
+            return False
+        have = {label.name.lower() for label in runner.labels}
+        return all(label.lower() in have for label in job.labels)
+
+    def _dispatch(self, runner: Runner) -> None:
+        """Called while `runner` asks for a message (it is online): the oldest queued job it may
+        take becomes its job."""
+        if runner.job is not None or runner.busy or not runner.connected or not runner.session_id:
+            return
+        for job in sorted(self._jobs.values(), key=lambda j: j.id):
+            if job.status == "queued" and self._eligible(runner, job):
+                job.status = "in_progress"
+                job.started_at = self.clock.now()
+                job.runner_id, job.runner_name = runner.id, runner.name
+                runner.busy = True
+                runner.job = {
+                    "id": job.id,
+                    "name": job.name,
+                    "run_id": job.run_id,
+                    "run_attempt": job.run_attempt,
+                    "repository": job.repo,
+                    "api_url": self.api_url,
+                    "server_url": self.url,
+                    "duration": job.duration,
+                    "result": job.result,
+                }
+                self._cond.notify_all()
+                self._save()
+                return
+
+    def _finish_job(self, runner: Runner, job_id: int, conclusion: str) -> None:
+        """The runner reports its job done (or GitHub gives up on it): the runner is idle again."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.status != "completed":
+            job.status, job.conclusion, job.completed_at = "completed", conclusion, self.clock.now()
+        if runner.job and runner.job.get("id") == job_id:
+            runner.jobs_run += 1
+            runner.busy = False
+            runner.job = None
+        self._cond.notify_all()
+        self._save()
+
+    def _abandon_job(self, runner: Runner) -> None:
+        """A runner that ends its session or starts a new one while a queued job of the double is
+        its job lost that job: GitHub fails it."""
+        if runner.job and runner.job.get("id") in self._jobs:
+            self._finish_job(runner, int(runner.job["id"]), "failure")
+
+    def _job_json(self, job: Job) -> dict[str, Any]:
+        """GitHub's `job` object (components/schemas/job). While the job runs, its steps are
+        reported as they finish (the runner uploads its timeline): the main step ends
+        `duration` seconds after the start, with the job's scripted result."""
+        base = f"{self.api_url}/repos/{job.repo}/actions"
+        html = f"{self.url}/{job.repo}/actions/runs/{job.run_id}/job/{job.id}"
+        steps: list[dict[str, Any]] = []
+        if job.started_at is not None:
+            steps.append(
+                {
+                    "name": "Set up job",
+                    "status": "completed",
+                    "conclusion": "success",
+                    "number": 1,
+                    "started_at": _gh_time(job.started_at),
+                    "completed_at": _gh_time(job.started_at),
+                }
+            )
+            done = job.status == "completed" or self.clock.now() >= job.started_at + job.duration
+            steps.append(
+                {
+                    "name": "Run the job's steps",
+                    "status": "completed" if done else "in_progress",
+                    "conclusion": job.result if done else None,
+                    "number": 2,
+                    "started_at": _gh_time(job.started_at),
+                    "completed_at": _gh_time(job.started_at + job.duration) if done else None,
+                }
+            )
+        return {
+            "id": job.id,
+            "run_id": job.run_id,
+            "run_url": f"{base}/runs/{job.run_id}",
+            "run_attempt": job.run_attempt,
+            "node_id": _node_id("CR", str(job.id)),
+            "head_sha": hashlib.sha1(str(job.run_id).encode()).hexdigest(),  # noqa: S324 - an id, not security
+            "url": f"{base}/jobs/{job.id}",
+            "html_url": html,
+            "status": job.status,
+            "conclusion": job.conclusion,
+            "created_at": _gh_time(job.created_at),
+            "started_at": _gh_time(job.started_at if job.started_at is not None else job.created_at),
+            "completed_at": _gh_time(job.completed_at) if job.completed_at is not None else None,
+            "name": job.name,
+            "steps": steps,
+            "check_run_url": f"{self.api_url}/repos/{job.repo}/check-runs/{job.id}",
+            "labels": list(job.labels),
+            "runner_id": job.runner_id,
+            "runner_name": job.runner_name,
+            "runner_group_id": 1 if job.runner_id is not None else None,
+            "runner_group_name": "Default" if job.runner_id is not None else None,
+            "workflow_name": "lab",
+            "head_branch": "main",
+        }
+
+    def _jobs_api(self, method: str, path: str, query: dict) -> Response | None:
+        """`GET /repos/{o}/{r}/actions/runs/{run_id}[/attempts/{n}]/jobs` and `GET …/actions/jobs/{id}`:
+        answered without a credential, as GitHub answers them for a public repository."""
+        m = re.fullmatch(
+            r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/actions/(?:runs/(?P<run>\d+)(?:/attempts/(?P<att>\d+))?/jobs|jobs/(?P<job>\d+))",
+            path,
+        )
+        if not m or method != "GET":
+            return None
+        with self._lock:
+            scope = self._canonical(f"repos/{m['o']}/{m['r']}")
+            if scope is None:
+                raise _not_found()
+            repo = scope_name(scope)
+            if m["job"]:
+                job = self._jobs.get(int(m["job"]))
+                if job is None or job.repo != repo:
+                    raise _not_found()
+                return Response(200, self._job_json(job))
+            run, attempt = int(m["run"]), int(m["att"] or 1)
+            jobs = [
+                j
+                for j in sorted(self._jobs.values(), key=lambda j: j.id)
+                if j.repo == repo and j.run_id == run and j.run_attempt == attempt
+            ]
+            if not jobs:
+                raise _not_found()
+            per_page, page = _page_params(query)
+            chunk = jobs[(page - 1) * per_page : page * per_page]
+            return Response(
+                200,
+                {"total_count": len(jobs), "jobs": [self._job_json(j) for j in chunk]},
+                self._links(path.lstrip("/"), query, per_page, page, len(jobs)),
+            )
+
     def set_connected(self, name: str, connected: bool, scope: str | None = None) -> dict:
         """Drop or restore the runner's connection to the runner service: while dropped, every call
         made with its credential fails with 503, so the runner goes offline and logs a connect error."""
@@ -500,6 +721,7 @@ class GitHubDouble:
                     for org, gs in self._groups.items()
                 },
                 "runners": [self._state_runner(r) for r in sorted(self._runners.values(), key=lambda r: r.id)],
+                "jobs": [self._job_state(j) for j in sorted(self._jobs.values(), key=lambda j: j.id)],
             }
 
     def options(self) -> dict[str, Any]:
@@ -813,6 +1035,9 @@ class GitHubDouble:
             return self._runner_registration(body, kind, digest)
         if path == "/actions/runners/register" and method == "POST":
             return self._runner_admin_register(body, kind, digest, scheme)
+        jobs = self._jobs_api(method, path, query)
+        if jobs is not None:
+            return jobs
         if kind == "none":
             raise ApiError(401, "Requires authentication")
         # The runner-admin flow authenticates its few calls with the registration/remove token
@@ -1539,6 +1764,7 @@ class GitHubDouble:
             if runner.session_id and self.runner_status(runner) == "online":
                 raise ApiError(409, "A session for this runner already exists.")
             data = self._json(body)
+            self._abandon_job(runner)
             runner.session_id = str(uuid.uuid4())
             runner.last_seen = now
             runner.version = str(data.get("version", runner.version))
@@ -1548,12 +1774,20 @@ class GitHubDouble:
                 201,
                 {"sessionId": runner.session_id, "pollSeconds": poll, "agent": {"id": runner.id, "name": runner.name}},
             ), runner.name
-        m = re.fullmatch(r"sessions/(?P<sid>[0-9a-f-]+)(?P<msg>/message)?", rest)
+        m = re.fullmatch(r"sessions/(?P<sid>[0-9a-f-]+)(?P<msg>/message|/jobs/(?P<job>\d+))?", rest)
         if not m or m["sid"] != runner.session_id:
             raise ApiError(404, "The session has expired.", {"typeKey": "TaskAgentSessionExpiredException"})
-        if m["msg"] and method == "GET":
+        if m["job"] and method == "POST":
+            # The listener reports its worker's end (the real worker completes the job through
+            # the run service; the stand-in's listener does it for it).
+            result = str(self._json(body).get("result", "succeeded")).lower()
+            conclusion = {"succeeded": "success", "failed": "failure", "canceled": "cancelled"}.get(result, "failure")
+            self._finish_job(runner, int(m["job"]), conclusion)
+            return Response(204), runner.name
+        if m["msg"] == "/message" and method == "GET":
             return Response(200, self._poll(runner, m["sid"], query)), runner.name
         if not m["msg"] and method == "DELETE":
+            self._abandon_job(runner)
             runner.session_id = None
             if runner.ephemeral and runner.jobs_run > 0:
                 self._delete_runner(runner)  # GitHub removes an ephemeral runner after its job
@@ -1580,6 +1814,7 @@ class GitHubDouble:
                     )
                 if runner.session_id != session_id:
                     raise ApiError(404, "The session has expired.", {"typeKey": "TaskAgentSessionExpiredException"})
+                self._dispatch(runner)
                 current = runner.job["id"] if runner.job else 0
                 remaining = deadline - time.monotonic()
                 if current != known or remaining <= 0:
@@ -1631,6 +1866,20 @@ class GitHubDouble:
         if m and method == "POST":
             gid = self.add_runner_group(m["org"], str(data["name"]), str(data.get("visibility", "all")))
             return Response(201, {"id": gid, "name": data["name"]})
+        if path == "/_double/jobs" and method == "POST":
+            return Response(
+                201,
+                self.queue_job(
+                    str(data["repo"]),
+                    [str(label) for label in data["labels"]],
+                    str(data.get("name", DEFAULT_JOB_NAME)),
+                    float(data.get("duration", 1.0)),
+                    str(data.get("result", "success")),
+                ),
+            )
+        m = re.fullmatch(r"/_double/jobs/(?P<id>\d+)", path)
+        if m and method == "GET":
+            return Response(200, self.job(int(m["id"])))
         if path == "/_double/runners" and method == "POST":
             rid = self.add_runner(
                 str(data["name"]),
@@ -1738,6 +1987,15 @@ class DoubleClient:
 
     def set_connected(self, name: str, connected: bool) -> dict[str, Any]:
         return self._call("POST", f"/_double/runners/{quote(name)}/connectivity", {"connected": connected})
+
+    def queue_job(
+        self, repo: str, labels: list[str], name: str = DEFAULT_JOB_NAME, duration: float = 1.0, result: str = "success"
+    ) -> dict[str, Any]:
+        body = {"repo": repo, "labels": labels, "name": name, "duration": duration, "result": result}
+        return self._call("POST", "/_double/jobs", body)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/_double/jobs/{int(job_id)}")
 
     def options(self) -> dict[str, Any]:
         return self._call("GET", "/_double/options")

@@ -111,11 +111,18 @@ observe() {
   hist[$key]="${h[*]}"
 }
 
-# iso_ms TEXT: epoch milliseconds of an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SS[.fff]Z) in
-# $iso_ms_value; fails for anything else. Pure arithmetic (days from the civil date), no date(1).
+# iso_ms TEXT: epoch milliseconds of an RFC 3339 time (YYYY-MM-DDTHH:MM:SS[.fff] then Z or
+# +HH:MM/-HH:MM; GitHub writes Z) in $iso_ms_value; fails for anything else. Pure arithmetic
+# (days from the civil date), no date(1).
 iso_ms() {
-  local re='^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.([0-9]{1,9}))?Z$'
+  local re='^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.([0-9]{1,9}))?(Z|([+-])([0-9]{2}):([0-9]{2}))$'
   [[ "$1" =~ $re ]] || return 1
+  local offset=0
+  if [[ "${BASH_REMATCH[9]}" != Z ]]; then
+    ((10#${BASH_REMATCH[11]} <= 23 && 10#${BASH_REMATCH[12]} <= 59)) || return 1
+    offset=$(((10#${BASH_REMATCH[11]} * 60 + 10#${BASH_REMATCH[12]}) * 60 * 1000))
+    [[ "${BASH_REMATCH[10]}" == + ]] || offset=$((-offset))
+  fi
   local y=$((10#${BASH_REMATCH[1]})) m=$((10#${BASH_REMATCH[2]})) d=$((10#${BASH_REMATCH[3]}))
   local hh=$((10#${BASH_REMATCH[4]})) mm=$((10#${BASH_REMATCH[5]})) ss=$((10#${BASH_REMATCH[6]}))
   local frac=${BASH_REMATCH[8]:-0}
@@ -127,7 +134,7 @@ iso_ms() {
   local doy=$(((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1))
   local doe=$((yoe * 365 + yoe / 4 - yoe / 100 + doy))
   local days=$((era * 146097 + doe - 719468))
-  iso_ms_value=$((((days * 24 + hh) * 60 + mm) * 60 * 1000 + ss * 1000 + frac))
+  iso_ms_value=$((((days * 24 + hh) * 60 + mm) * 60 * 1000 + ss * 1000 + frac - offset))
 }
 
 # parse_record TEXT: the keys and values of a flat JSON object into rec[]; fails unless every

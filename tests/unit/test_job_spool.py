@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -459,3 +459,16 @@ def test_a_hook_without_job_data_or_room_records_nothing_and_passes(host: Host, 
     assert values[rejected("prod-a", "spool_full")] == "1"
     out = run_hook(tmp_path, "started", tmp_path / "missing", "http://127.0.0.1:9")
     assert "no spool directory" in out
+
+
+@needs_root
+def test_times_with_an_offset_count_as_the_same_instant(host: Host):
+    now = datetime.now(UTC).replace(microsecond=0)
+    created = (now - timedelta(seconds=50)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    start = (now - timedelta(seconds=10)).astimezone(timezone(timedelta(hours=-5, minutes=-30))).isoformat()
+    assert created.endswith("+02:00") and start.endswith("-05:30")
+    record = {"event": "started", "job_id": 5, "run_id": 7, "created_at": created, "started_at": start}
+    host.record("prod-a", "started", record)
+    values = host.collect()
+    assert values['github_runner_job_queue_seconds_sum{runner="prod-a"}'] == "40.000"
+    assert values[rejected("prod-a", "malformed")] == "0"
