@@ -80,8 +80,9 @@ EOF_GROUPS
   bounded dpkg --configure -a || rc=$?
   if [ "$rc" = 0 ]; then
     echo "runner-fleet: host $HOST_NAME: apt-get update"
+    # Error-Mode=any: an unreachable source fails the update (apt >= 2.1; older apt ignores it).
     # shellcheck disable=SC2086 # apt_opts is a list of options
-    bounded apt-get $apt_opts update || rc=$?
+    bounded apt-get $apt_opts -o APT::Update::Error-Mode=any update || rc=$?
   fi
   if [ "$rc" = 124 ]; then
     add "installing the runner's native dependencies did not finish within ${DEPENDENCY_TIMEOUT}s (hosts[].installDependencies): check the host's package sources and run the deploy again; it goes on where this run stopped"

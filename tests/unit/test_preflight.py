@@ -161,7 +161,8 @@ def test_with_the_key_installs_the_runners_own_package_choice_through_sudo_then_
     result, _ = preflight(fake, install=True)
     assert apt_calls(fake) == [
         "dpkg --configure -a",
-        "apt-get -q -o DPkg::Lock::Timeout=60 -o Acquire::Retries=2 -o Dpkg::Use-Pty=0 update",
+        "apt-get -q -o DPkg::Lock::Timeout=60 -o Acquire::Retries=2 -o Dpkg::Use-Pty=0 "
+        "-o APT::Update::Error-Mode=any update",
         "apt-get -q -o DPkg::Lock::Timeout=60 -o Acquire::Retries=2 -o Dpkg::Use-Pty=0 install -y "
         "-o Dpkg::Options::=--force-confold " + " ".join(release),
     ]
