@@ -204,7 +204,13 @@ def jobs() -> list[timeseries.Panel]:
 def hosts() -> list[timeseries.Panel]:
     cpu = f'1 - avg by (environment, host) (rate(node_cpu_seconds_total{{{HEALTH}, mode="idle"}}[$__rate_interval]))'
     memory = f"node_memory_MemAvailable_bytes{{{HEALTH}}} / node_memory_MemTotal_bytes{{{HEALTH}}}"
-    avail = f"node_filesystem_avail_bytes{{{HEALTH}, {REAL_FS}}}"
+    # Real filesystems, and the root filesystem whatever its type: a runner host that is itself a
+    # container (LXC, nspawn, Docker) has an overlay root, while overlay mounts elsewhere are
+    # container layers (Docker jobs) that would crowd the panel.
+    real = f"node_filesystem_avail_bytes{{{HEALTH}, {REAL_FS}}}"
+    root = f'node_filesystem_avail_bytes{{{HEALTH}, mountpoint="/"}}'
+    avail = f"{real} or {root}"
+    forecast = f"predict_linear({real}[1h], 4 * 3600) or predict_linear({root}[1h], 4 * 3600)"
     return [
         timeseries.Panel()
         .title("CPU busy")
@@ -228,12 +234,13 @@ def hosts() -> list[timeseries.Panel]:
         .span(8),
         timeseries.Panel()
         .title("Disk free and 4 h forecast")
-        .description("Free bytes per filesystem, and where the last hour's trend puts it in 4 hours.")
+        .description(
+            "Free bytes per filesystem (and the root filesystem whatever its type), and where the last "
+            "hour's trend puts it in 4 hours."
+        )
         .datasource(DATASOURCE)
         .with_target(query(avail, "{{environment}} {{host}} {{mountpoint}}", "A"))
-        .with_target(
-            query(f"predict_linear({avail}[1h], 4 * 3600)", "{{environment}} {{host}} {{mountpoint}} in 4 h", "B")
-        )
+        .with_target(query(forecast, "{{environment}} {{host}} {{mountpoint}} in 4 h", "B"))
         .unit("bytes")
         .height(8)
         .span(8),

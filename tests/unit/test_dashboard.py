@@ -505,3 +505,44 @@ def test_a_delete_keeps_a_stack_directory_holding_someone_elses_file(tmp_path):
     result = host.run(DELETE, host.inputs())
     assert extra.exists() and "left" in result.stdout
     assert not (tmp_path / DASHBOARD_PATH).exists() and not (tmp_path / PROVIDER_PATH).exists()
+
+
+@needs("promtool")
+def test_disk_panel_shows_real_filesystems_and_an_overlay_root_but_no_container_layers(tmp_path):
+    """A runner host that is a container has an overlay root (the lab's nspawn hosts do); Docker
+    jobs add overlay mounts that are layers, not disks."""
+    disk = next(p for p in dashboard.panels(dashboard.model()) if p.get("title") == "Disk free and 4 h forecast")
+    [free, forecast] = [promql(t["expr"]) for t in disk["targets"]]
+    target = 'job="github-runner-health",environment="production",host="a",instance="a:9102"'
+    mounts = {"/": "overlay", "/data": "ext4", "/var/lib/docker/overlay2/abc/merged": "overlay", "/run": "tmpfs"}
+    series = [
+        {
+            "series": f'node_filesystem_avail_bytes{{{target},device="d{i}",fstype="{fstype}",mountpoint="{mount}"}}',
+            "values": "100-1x20",
+        }
+        for i, (mount, fstype) in enumerate(mounts.items())
+    ]
+    spec = {
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": f"count by (mountpoint) ({expr})",
+                        "eval_time": "4m",
+                        "exp_samples": [
+                            {"labels": '{mountpoint="/"}', "value": 1},
+                            {"labels": '{mountpoint="/data"}', "value": 1},
+                        ],
+                    }
+                    for expr in (free, forecast)
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "disk.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
