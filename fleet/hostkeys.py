@@ -341,7 +341,7 @@ def scan(pin: Pin, timeout: float = DEFAULT_TIMEOUT, *, private_key: Any = None)
 
 
 def _banner_only(sock: socket.socket, pin: Pin, started: float, timeout: float) -> Scan:
-    """Without paramiko (a runtime without the dev requirements): wait for sshd's identification
+    """Without paramiko (a venv built without requirements.txt): wait for sshd's identification
     line only. It tells a wedged sshd from a working one; the key is left to pulumi-command."""
     seen = b""
     deadline = started + timeout

@@ -450,7 +450,7 @@ def test_diagnose_points_a_host_key_refusal_at_host_keys(keys):
 
 
 def test_without_paramiko_the_check_still_tells_a_wedged_sshd(keys, monkeypatch):
-    """requirements.txt alone has no paramiko: the check then waits for sshd's banner only."""
+    """Without paramiko (a venv built without requirements.txt): the check waits for sshd's banner only."""
     import sys
 
     server = SSHServer(keys["new"][0])

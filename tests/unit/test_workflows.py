@@ -209,10 +209,13 @@ def test_deploys_staging_on_merge_then_production_behind_approval_serialized_per
     assert production["environment"] == "production"
     for stack, job in (("staging", staging), ("production", production)):
         assert job["concurrency"] == {"group": f"deploy-{stack}", "cancel-in-progress": False}
-        (step,) = steps_using(job, "pulumi/actions")
-        assert step["with"]["command"] == "up"
-        assert step["with"]["stack-name"] == stack
-        assert step["with"]["policyPacks"] == "policy"
+        # The action's `up` skips the preview: a preview runs first, so a refused protected delete
+        # (the engine refuses it in preview too) stops the job before anything changes.
+        preview, up = steps_using(job, "pulumi/actions")
+        assert [preview["with"]["command"], up["with"]["command"]] == ["preview", "up"]
+        for step in (preview, up):
+            assert step["with"]["stack-name"] == stack
+            assert step["with"]["policyPacks"] == "policy"
 
 
 def test_drift_job_previews_every_stack_expecting_no_changes_and_lists_orphans():
