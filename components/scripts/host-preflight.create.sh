@@ -157,6 +157,7 @@ fi
 
 if [ -n "$problems" ]; then
   echo "runner-fleet: host $HOST_NAME is not fit to carry runners:$problems" >&2
+  echo "runner-fleet: FAILED on $HOST_NAME, step host-preflight.create: the host is not fit to carry runners (the problems listed above). To fix: fix each problem listed above (or set the hosts[] key it names), then run pulumi up again." >&2
   exit 1
 fi
 echo "runner-fleet: host $HOST_NAME passed preflight ($os $arch, systemd, sudo, $((free_kb / 1024)) MB free)"

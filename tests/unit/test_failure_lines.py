@@ -23,7 +23,6 @@ LINE = re.compile(
 # message (the line then says "read the lines above…" as the action). Each entry goes once its
 # calls give their own action.
 PENDING = {
-    "github-view-collector.create.sh": "the GitHub-view collector's step",
     "grafana-dashboard.create.sh": "the dashboard step",
     "grafana-dashboard.delete.sh": "the dashboard step",
 }
