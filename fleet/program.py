@@ -138,6 +138,20 @@ def prometheus_args(fleet: FleetConfig, targets: tuple[ScrapeTarget, ...]) -> Pr
     )
 
 
+def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
+    grafana = fleet.grafana
+    if grafana is None:
+        return None
+    model = json.loads(DASHBOARD_PATH.read_text())
+    return GrafanaDashboardArgs(
+        stack=fleet.stack,
+        provisioning_dir=grafana.provisioning_dir,
+        dashboards_dir=grafana.dashboards_dir,
+        service=grafana.service,
+        dashboard=dashboard_json(model, stack=fleet.stack, job_name=fleet.prometheus.job_name),
+    )
+
+
 def protected(protect: bool) -> pulumi.ResourceOptions:
     """`protect` on a component: the SDK hands it down to every child, so with it the engine
     refuses to delete or replace anything of that component (README "Safeguards")."""
@@ -153,20 +167,6 @@ def unprotected_hosts_notice(fleet: FleetConfig) -> list[str]:
         for i, host in enumerate(fleet.hosts)
         if fleet.protect and not fleet.host_protected(host)
     ]
-
-
-def grafana_args(fleet: FleetConfig) -> GrafanaDashboardArgs | None:
-    grafana = fleet.grafana
-    if grafana is None:
-        return None
-    model = json.loads(DASHBOARD_PATH.read_text())
-    return GrafanaDashboardArgs(
-        stack=fleet.stack,
-        provisioning_dir=grafana.provisioning_dir,
-        dashboards_dir=grafana.dashboards_dir,
-        service=grafana.service,
-        dashboard=dashboard_json(model, stack=fleet.stack, job_name=fleet.prometheus.job_name),
-    )
 
 
 def github_view_args(fleet: FleetConfig) -> GitHubViewArgs | None:
@@ -193,7 +193,13 @@ def build_github_view(fleet: FleetConfig, prometheus: PrometheusTargets) -> GitH
     args = github_view_args(fleet)
     if args is None:
         return None
-    return GitHubView("github-view", args, machine=machine(fleet, fleet.prometheus), depends_on=[prometheus.scrape_job])
+    return GitHubView(
+        "github-view",
+        args,
+        machine=machine(fleet, fleet.prometheus),
+        depends_on=[prometheus.scrape_job],
+        opts=protected(fleet.protect),
+    )
 
 
 def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
@@ -238,7 +244,9 @@ def build_fleet(fleet: FleetConfig, reach: ReachCheck | None = None) -> Fleet:
     grafana = (
         None
         if dashboard_args is None
-        else GrafanaDashboard("grafana", dashboard_args, machine=machine(fleet, fleet.prometheus))
+        else GrafanaDashboard(
+            "grafana", dashboard_args, machine=machine(fleet, fleet.prometheus), opts=protected(fleet.protect)
+        )
     )
     view = build_github_view(fleet, prometheus)
     return Fleet(scope=scope, hosts=hosts, prometheus=prometheus, github_view=view, grafana=grafana)

@@ -22,7 +22,8 @@ scratch() { printf '%s/.%s.runner-fleet-tmp' "$(dirname "$1")" "$(basename "$1")
 tombstone="$provider_dir/.$(basename "$PROVIDER_FILE").runner-fleet-removed"
 
 [[ -d "$provisioning_dir" ]] ||
-  die "Grafana's provisioning directory $provisioning_dir does not exist on the monitoring host: is Grafana installed there, and is grafana.provisioningDir its [paths] provisioning setting? Nothing was written"
+  die "Grafana's provisioning directory $provisioning_dir does not exist on the monitoring host; nothing was written" \
+    "install Grafana there, or set runner-fleet:grafana.provisioningDir to its [paths] provisioning setting, then pulumi up"
 
 # put FILE CONTENT: FILE replaced atomically when its content differs; returns 1 if unchanged.
 put() {
@@ -60,7 +61,8 @@ started=$(systemctl show --value -p ActiveEnterTimestamp "$SERVICE")
 started=$(date -d "$started" +%s 2>/dev/null || echo 0)
 if (($(stat -c %Y "$PROVIDER_FILE") >= started)); then
   systemctl restart "$SERVICE" ||
-    die "restarting $SERVICE failed (journalctl -u $SERVICE says why); the dashboard files are in place and are read when it starts"
+    die "restarting $SERVICE failed; the dashboard files are in place and are read when it starts" \
+      "read journalctl -u $SERVICE on the monitoring host, fix what it names, then run again"
   say "restarted $SERVICE: Grafana reads dashboard provider files when it starts"
 else
   say "$SERVICE has loaded $PROVIDER_FILE"

@@ -24,7 +24,8 @@ fi
 if [[ -f "$tombstone" ]]; then
   if systemctl is-active --quiet "$SERVICE"; then
     systemctl restart "$SERVICE" ||
-      die "restarting $SERVICE failed (journalctl -u $SERVICE says why); re-run the destroy once it runs"
+      die "restarting $SERVICE failed; the stack's provider file is set aside, and the next run restarts it and removes that file" \
+        "read journalctl -u $SERVICE on the monitoring host, fix what it names, then run the destroy again"
     say "restarted $SERVICE: it no longer provisions the stack $STACK dashboard"
   fi
   rm -f -- "$tombstone"

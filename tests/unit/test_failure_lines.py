@@ -19,13 +19,6 @@ SCRIPTS = shell.SCRIPTS_DIR
 LINE = re.compile(
     r"^runner-fleet: FAILED on (?P<host>[^,]+), step (?P<step>[^:]+): (?P<cause>.+)\. To fix: (?P<action>.+)\.$"
 )
-# Scripts another area of the project owns right now; their `die` calls still give only a
-# message (the line then says "read the lines above…" as the action). Each entry goes once its
-# calls give their own action.
-PENDING = {
-    "grafana-dashboard.create.sh": "the dashboard step",
-    "grafana-dashboard.delete.sh": "the dashboard step",
-}
 
 
 def _scripts_with_lib() -> list[str]:
@@ -107,8 +100,6 @@ def _literal(word: str) -> str:
 
 @pytest.mark.parametrize("name", _scripts_with_lib())
 def test_every_die_call_gives_a_cause_and_an_action(name):
-    if name in PENDING:
-        pytest.xfail(f"{PENDING[name]} still dies with a message only")
     text = (SCRIPTS / name).read_text()
     problems = []
     for line, words in die_calls(text):
