@@ -92,10 +92,18 @@ lock_monitoring_host() {
 
 # remove_unit UNIT_DIR UNIT: stops, disables and deletes a unit this stack wrote; returns 0 if
 # there was one (the caller reloads systemd), 1 if not.
+# A unit that does not stop keeps its file (removing it would leave the unit running, or failed,
+# with no file a later run could find), so the next run stops it again.
 remove_unit() {
   local file="$1/$2"
-  [[ -f "$file" ]] || return 1
-  timeout 60 systemctl stop "$2" || true
+  if [[ ! -f "$file" ]]; then
+    # Gone already (a run stopped after removing it): forget a failed record systemd may keep.
+    systemctl reset-failed "$2" 2>/dev/null || true
+    return 1
+  fi
+  timeout 60 systemctl stop "$2" ||
+    die "could not stop $2 (its file $file stays, so the next run stops it again)" \
+      "see journalctl -u $2 for why it does not stop, then run the same pulumi command again"
   systemctl disable --quiet "$2" 2>/dev/null || true
   rm -f -- "$file"
   systemctl reset-failed "$2" 2>/dev/null || true

@@ -50,6 +50,18 @@ if [[ ! -f "$RULES_FILE" ]]; then
 fi
 rm -f -- "$RULES_FILE"
 if systemctl is-active --quiet "$SERVICE"; then
+  # Prometheus drops the targets of a removed target file at its next discovery update (within
+  # seconds); a reload before that keeps them listed for good: the file discovery it restarts
+  # never saw the file, so nothing ever removes them. No target file is left, so wait for none.
+  job_listed() {
+    local page
+    page=$(curl -fsS --max-time 5 "$PROM_URL/api/v1/targets?state=active" 2>/dev/null || true)
+    [[ "$page" == *"\"scrapePool\":\"$JOB_NAME\""* ]]
+  }
+  for _ in $(seq 1 30); do
+    job_listed || break
+    sleep 1
+  done
   systemctl reload "$SERVICE"
   say "removed $RULES_FILE and its rule_files entry (no stack left in job '$JOB_NAME'); Prometheus reloaded; the job stays in $CONFIG_PATH"
 else

@@ -44,4 +44,8 @@ fi
 rm -f -- "$marker"
 # The runner's job hooks and the records they left that the collector has not read.
 rm -rf -- "$SPOOL_DIR" "$HOOKS_DIR"
-rmdir --ignore-fail-on-non-empty -- "$(dirname "$HOOKS_DIR")" 2>/dev/null || true
+# Their parents once empty, and the collector's directories of this stack: the collector's delete
+# removes them too, but it runs in parallel with this one (or, after an interrupted destroy, in
+# an earlier run), so whichever comes last finds them empty.
+rmdir --ignore-fail-on-non-empty -- "$(dirname "$HOOKS_DIR")" "$(dirname "$SPOOL_DIR")" \
+  "$(dirname "$METRICS_CONF")" "$(dirname "$(dirname "$METRICS_CONF")")" 2>/dev/null || true
