@@ -334,7 +334,8 @@ def table(cells: list[Cell]) -> str:
     rows = {}
     for cell in cells:
         key = (cell.phase, cell.command.name, cell.point.where, cell.point.shown)
-        rows.setdefault(key, {})[cell.mechanism] = "yes" if cell.converged else ("NO" if cell.fired else "NOT REACHED")
+        mark = "yes" if cell.converged else ("NO" if cell.fired else "unreached")
+        rows.setdefault(key, {})[cell.mechanism] = "-" if cell.converged is None else mark
     width = max(len(f"{k[0]} {k[1]}") for k in rows) + 2
     lines = [f"{'command':<{width}} {'point':<8} " + " ".join(f"{m:<5}" for m in MECHANISMS) + "  at"]
     for (phase, name, where, shown), marks in rows.items():
