@@ -65,17 +65,18 @@ if [[ "$registered" != true ]]; then
   [[ -n "$id" ]] ||
     die "config.sh finished but $runner_file has no agentId" \
       "read config.sh's output above and the newest $RUNNER_DIR/_diag/Runner_*.log, then run again"
-  # The runner's own credential (.credentials_rsaparams is its private key) is for the runner
-  # user alone; config.sh leaves .runner and .credentials readable by everyone.
-  for file in .runner .credentials .credentials_rsaparams; do
-    [[ -f "$RUNNER_DIR/$file" ]] && chmod 0600 "$RUNNER_DIR/$file"
-  done
   # An installed service runs the new registration (it may have stopped when GitHub dropped
   # the old one); on a first deploy the service step installs and starts it.
   if [[ -n "$unit" && -f "$UNIT_DIR/$unit" ]]; then
     systemctl start "$unit"
   fi
 fi
+# The runner's own credential (.credentials_rsaparams is its private key) is for the runner user
+# alone; config.sh leaves .runner and .credentials readable by everyone. On every run: a run
+# killed between config.sh and here leaves a registration the next run keeps as it is.
+for file in .runner .credentials .credentials_rsaparams; do
+  if [[ -f "$RUNNER_DIR/$file" ]]; then chmod 0600 "$RUNNER_DIR/$file"; fi
+done
 
 if [[ -n "$CUSTOM_LABELS" ]]; then
   labels_json="\"${CUSTOM_LABELS//,/\",\"}\""
