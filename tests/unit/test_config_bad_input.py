@@ -973,13 +973,3 @@ def test_a_stack_name_too_long_for_grafanas_dashboard_uid_is_refused_only_with_g
     message = refused(config, stack, registrations)
     assert f"runner-fleet:grafana: the stack's dashboard uid runner-fleet-{stack} is longer than the 40" in message
     assert "at most 27 characters" in message
-
-
-def test_a_stack_name_too_long_for_grafanas_dashboard_uid_is_refused_only_with_grafana(registrations):
-    """The stack's dashboard uid is runner-fleet-<stack>; Grafana refuses uids over 40 characters."""
-    stack = "a" * 28
-    config = completed_stack_config("production")
-    config["grafana"] = {"provisioningDir": "/etc/grafana/provisioning"}
-    message = refused(config, stack, registrations)
-    assert f"runner-fleet:grafana: the stack's dashboard uid runner-fleet-{stack} is longer than the 40" in message
-    assert "at most 27 characters" in message
