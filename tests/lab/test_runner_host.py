@@ -376,6 +376,9 @@ def test_service_create_refuses_a_unit_of_the_same_name_that_runs_another_direct
             "UNIT": GHES_UNIT,
             "METRICS_CONF": str(tmp_path / "shared.conf"),
             "METRICS_CONF_CONTENT": "name=shared",
+            "SPOOL_DIR": str(tmp_path / "spool" / "shared"),
+            "HOOKS_DIR": str(tmp_path / "hooks"),
+            "HOOK_SCRIPT": "#!/bin/sh\nexit 0\n",
         },
         tmp_path,
     )
@@ -383,6 +386,7 @@ def test_service_create_refuses_a_unit_of_the_same_name_that_runs_another_direct
     assert "/opt/runner-fleet/one/runners/shared" in result.stderr and "another name" in result.stderr
     assert calls == "", "nothing was started, stopped or reloaded"
     assert not (tmp_path / "shared.conf").exists()
+    assert not (tmp_path / "spool").exists() and not (tmp_path / "hooks").exists(), "nothing installed for it"
 
 
 def test_service_delete_removes_only_its_own_unit_and_drop_in(tmp_path: Path) -> None:
@@ -402,6 +406,8 @@ def test_service_delete_removes_only_its_own_unit_and_drop_in(tmp_path: Path) ->
         "UNIT_DIR": str(unit_dir),
         "UNIT": GHES_UNIT,
         "METRICS_CONF": str(tmp_path / "shared.conf"),
+        "SPOOL_DIR": str(tmp_path / "spool" / "shared"),
+        "HOOKS_DIR": str(tmp_path / "hooks"),
     }
     result, calls = run_local("runner-service.delete.sh", inputs, tmp_path)
     assert result.returncode == 0, result.stderr
