@@ -120,19 +120,22 @@ read_secret() {
 
 # github_api METHOD PATH [JSON]: sets API_STATUS and API_BODY (globals the caller reads). The token reaches curl through a
 # file descriptor, so it never appears in a process listing.
+# The body and the status come back on stdout (status last), so a kill leaves no temporary file.
 # shellcheck disable=SC2034
 github_api() {
-  local method=$1 path=$2 data=${3:-} body
-  body=$(mktemp)
-  local args=(-sS -o "$body" -w '%{http_code}' -X "$method" --connect-timeout 20 --max-time 60
+  local method=$1 path=$2 data=${3:-} out
+  local args=(-sS -w '\n%{http_code}' -X "$method" --connect-timeout 20 --max-time 60
     -H 'Accept: application/vnd.github+json' -H 'X-GitHub-Api-Version: 2022-11-28')
   if [[ -n "$data" ]]; then
     args+=(-H 'Content-Type: application/json' --data "$data")
   fi
-  API_STATUS=$(curl "${args[@]}" -H @<(printf 'Authorization: Bearer %s\n' "$GITHUB_TOKEN") \
-    "$API_URL/$path") || API_STATUS=000
-  API_BODY=$(cat "$body")
-  rm -f "$body"
+  if out=$(curl "${args[@]}" -H @<(printf 'Authorization: Bearer %s\n' "$GITHUB_TOKEN") "$API_URL/$path"); then
+    API_STATUS=${out##*$'\n'}
+  else
+    API_STATUS=000
+  fi
+  API_BODY=${out%$'\n'*}
+  if [[ "$API_BODY" == "$out" ]]; then API_BODY=""; fi
 }
 
 # runner_field FILE KEY: a scalar from the runner's .runner JSON (it starts with a UTF-8 BOM).

@@ -224,8 +224,7 @@ def test_a_revoked_credential_ends_with_restore_the_credential(tmp_path):
     _fake(
         tmp_path,
         "curl",
-        'while (($#)); do if [[ $1 == -o ]]; then shift; printf \'{"message": "Bad credentials"}\' >"$1"; fi; '
-        "shift; done; printf 401\n",
+        "printf '%s\\n%s' '{\"message\": \"Bad credentials\"}' 401\n",
     )
     runner_dir = tmp_path / "runner"
     runner_dir.mkdir()
