@@ -105,7 +105,10 @@ remove_unit() {
     die "could not stop $2 (its file $file stays, so the next run stops it again)" \
       "see journalctl -u $2 for why it does not stop, then run the same pulumi command again"
   systemctl disable --quiet "$2" 2>/dev/null || true
-  rm -f -- "$file"
+  # Callers test this function's status (`if remove_unit …`), which turns `set -e` off inside it:
+  # every step that matters checks its own result.
+  rm -f -- "$file" ||
+    die "could not remove $file" "check that $1 is writable on that host (disk, mount, permissions), then run the same pulumi command again"
   systemctl reset-failed "$2" 2>/dev/null || true
 }
 
