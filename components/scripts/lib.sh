@@ -50,10 +50,15 @@ write_if_changed() {
   if [[ -f "$path" ]] && [[ "$(cat "$path")" == "$(printf '%s' "$content")" ]]; then
     return 1
   fi
-  install -d -m 0755 "$(dirname "$path")"
-  printf '%s\n' "$content" >"$path.runner-fleet.tmp"
-  chmod "$mode" "$path.runner-fleet.tmp"
-  mv -f "$path.runner-fleet.tmp" "$path"
+  # Callers test this function's status, which turns `set -e` off inside it: the steps are
+  # chained, and a failed one removes the temporary file and fails the script.
+  if ! { install -d -m 0755 "$(dirname "$path")" &&
+    printf '%s\n' "$content" >"$path.runner-fleet.tmp" &&
+    chmod "$mode" "$path.runner-fleet.tmp" &&
+    mv -f "$path.runner-fleet.tmp" "$path"; }; then
+    rm -f -- "$path.runner-fleet.tmp"
+    die "could not write $path" "check that $(dirname "$path") is writable on that host (disk, mount, permissions), then run the same pulumi command again"
+  fi
   return 0
 }
 
