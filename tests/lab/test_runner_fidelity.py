@@ -261,6 +261,8 @@ def test_preflight_names_a_missing_libicu(tmp_path: Path) -> None:
         "EXPECTED_ARCH": platform.machine(),
         "MIN_DISK_MB": 1,
         "INSTALL_ROOT": str(tmp_path),
+        "INSTALL_DEPENDENCIES": "false",
+        "DEPENDENCY_TIMEOUT": 900,
     }
     result = run_script("host-preflight.create.sh", inputs, path=f"{fake}:/usr/bin:/bin:/usr/sbin:/sbin")
     assert result.returncode != 0 and "libicu" in result.stderr, result.stdout + result.stderr
@@ -285,6 +287,8 @@ def test_destroying_one_ghes_stack_leaves_the_other_stacks_unit(
         "UNIT_DIR": str(unit_dir),
         "UNIT": unit,
         "METRICS_CONF": str(tmp_path / "shared.conf"),
+        "SPOOL_DIR": str(tmp_path / "spool" / "shared"),
+        "HOOKS_DIR": str(tmp_path / "hooks"),
     }
     result = run_script("runner-service.delete.sh", inputs, path=f"{fake}:/usr/bin:/bin:/usr/sbin:/sbin")
     assert result.returncode == 0, result.stdout + result.stderr
